@@ -1,0 +1,321 @@
+//! Wire types shared by the kernel programs (`tracer-ebpf`) and the agent (`tracer`).
+//!
+//! Everything here is `#[repr(C)]` and checked for size at compile time: the kernel writes these
+//! bytes into maps and the ring buffer, and userspace reads them back. Enumerations travel as plain
+//! integers (a byte from the kernel is never trusted to be a valid Rust enum); each enum has a
+//! checked `from_*` conversion.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Hard upper bound on payload bytes captured per syscall. The runtime limit (`CAPTURE_BYTES`) is
+/// at most this. The kernel gathers payload in a per-CPU scratch buffer of twice this size (so the
+/// verifier can bound a variable offset plus a variable length), and a per-CPU map value may not
+/// exceed 32 KiB.
+pub const MAX_CAPTURE_BYTES: usize = 8192;
+/// Default payload capture per syscall: large enough for real request heads with cookies.
+pub const DEFAULT_CAPTURE_BYTES: u32 = 4096;
+/// At most this many iovecs are gathered per `readv`/`writev`/`sendmsg`/`recvmsg` call; payload
+/// in later iovecs is accounted in `total_len` but not captured (counted as `IovecLimit`).
+pub const MAX_IOVECS: u32 = 64;
+/// At most this many messages are reported per `sendmmsg`/`recvmmsg` call.
+pub const MAX_MMSG: u32 = 8;
+/// Bytes of a peer `sockaddr` copied from connect/accept (sizeof(struct sockaddr_in6)).
+pub const SOCKADDR_BYTES: usize = 28;
+
+/// Names of the maps and globals, as the kernel object spells them.
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const ENABLED_PROCESSES: &str = "ENABLED_PROCESSES";
+    pub const SOCKETS: &str = "SOCKETS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const GLOBAL_CAPTURE_BYTES: &str = "CAPTURE_BYTES";
+    pub const GLOBAL_AGENT_TGID: &str = "AGENT_TGID";
+}
+
+/// What a ring-buffer record is. Every record starts with an [`EventHeader`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// [`DataEvent`] followed by `captured_len` payload bytes.
+    Data = 1,
+    /// [`ConnEvent`]: a successful (or in-progress) `connect`.
+    Connect = 2,
+    /// [`ConnEvent`]: a socket returned by `accept`/`accept4`.
+    Accept = 3,
+    /// Bare header: a traced socket fd was closed.
+    Close = 4,
+    /// Bare header: a traced process exited (its thread-group leader did).
+    ProcessExit = 5,
+}
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::Data,
+            2 => Self::Connect,
+            3 => Self::Accept,
+            4 => Self::Close,
+            5 => Self::ProcessExit,
+            _ => return None,
+        })
+    }
+}
+
+/// Which way the bytes went, seen from the traced process.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The process received the bytes (read, recv*).
+    Ingress = 0,
+    /// The process sent the bytes (write, send*).
+    Egress = 1,
+}
+
+impl Direction {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Ingress),
+            1 => Some(Self::Egress),
+            _ => None,
+        }
+    }
+}
+
+/// The syscall that moved the bytes.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Syscall {
+    Read = 0,
+    Write = 1,
+    Readv = 2,
+    Writev = 3,
+    Recvfrom = 4,
+    Sendto = 5,
+    Recvmsg = 6,
+    Sendmsg = 7,
+    Recvmmsg = 8,
+    Sendmmsg = 9,
+    /// sendfile: the payload never passes through user memory, so only its size is reported.
+    Sendfile = 10,
+}
+
+impl Syscall {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::Read,
+            1 => Self::Write,
+            2 => Self::Readv,
+            3 => Self::Writev,
+            4 => Self::Recvfrom,
+            5 => Self::Sendto,
+            6 => Self::Recvmsg,
+            7 => Self::Sendmsg,
+            8 => Self::Recvmmsg,
+            9 => Self::Sendmmsg,
+            10 => Self::Sendfile,
+            _ => return None,
+        })
+    }
+
+    pub const fn direction(self) -> Direction {
+        match self {
+            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg | Self::Recvmmsg => {
+                Direction::Ingress
+            }
+            Self::Write
+            | Self::Writev
+            | Self::Sendto
+            | Self::Sendmsg
+            | Self::Sendmmsg
+            | Self::Sendfile => Direction::Egress,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Readv => "readv",
+            Self::Writev => "writev",
+            Self::Recvfrom => "recvfrom",
+            Self::Sendto => "sendto",
+            Self::Recvmsg => "recvmsg",
+            Self::Sendmsg => "sendmsg",
+            Self::Recvmmsg => "recvmmsg",
+            Self::Sendmmsg => "sendmmsg",
+            Self::Sendfile => "sendfile",
+        }
+    }
+}
+
+/// Common prefix of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// An [`EventKind`].
+    pub kind: u32,
+    /// Process (thread group) id.
+    pub tgid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub fd: i32,
+    /// CLOCK_MONOTONIC nanoseconds at syscall exit (at entry for `Close`).
+    pub ts_ns: u64,
+    /// Connection generation of (tgid, fd): tells apart two sockets that reused one fd number.
+    pub conn_gen: u64,
+}
+
+/// Bytes moved by one syscall on a traced socket; `captured_len` payload bytes follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DataEvent {
+    pub header: EventHeader,
+    /// CLOCK_MONOTONIC nanoseconds at syscall entry.
+    pub ts_enter_ns: u64,
+    /// Bytes the syscall actually moved (its return value, or `msg_len` for *mmsg).
+    pub total_len: u64,
+    /// Payload bytes that follow; less than `total_len` when the capture was cut.
+    pub captured_len: u32,
+    /// A [`Syscall`].
+    pub syscall: u8,
+    /// A [`Direction`].
+    pub direction: u8,
+    /// `DATA_FLAG_*` bits.
+    pub flags: u8,
+    pub _pad: u8,
+}
+
+/// Reading the payload from user memory failed; the captured bytes are incomplete.
+pub const DATA_FLAG_READ_FAULT: u8 = 1;
+/// More iovecs than [`MAX_IOVECS`]: payload past them was not captured.
+pub const DATA_FLAG_IOVEC_LIMIT: u8 = 2;
+
+/// A socket a traced process connected or accepted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnEvent {
+    pub header: EventHeader,
+    /// The peer's `struct sockaddr` as the process passed (connect) or received (accept) it.
+    pub peer_addr: [u8; SOCKADDR_BYTES],
+    /// Valid bytes in `peer_addr` (0 when the process passed no address buffer).
+    pub peer_addr_len: u32,
+    /// accept: the listening socket's fd; connect: -1.
+    pub listen_fd: i32,
+    /// connect: 0 or -EINPROGRESS; accept: 0.
+    pub result: i32,
+}
+
+/// Key of the `SOCKETS` map: a socket fd of a traced process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockKey {
+    pub tgid: u32,
+    pub fd: i32,
+}
+
+/// Value of the `SOCKETS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockInfo {
+    /// Generation: kernel timestamp at connect/accept, or an agent-assigned number (with
+    /// [`USER_GEN_BIT`] set) for sockets found in /proc when tracing was enabled.
+    pub conn_gen: u64,
+    /// `SOCK_FLAG_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Generations the agent assigns carry this bit, so they never equal a kernel timestamp.
+pub const USER_GEN_BIT: u64 = 1 << 63;
+/// The socket was found in /proc after it was set up: the agent joined its stream mid-way.
+pub const SOCK_FLAG_PREEXISTING: u32 = 1;
+
+/// Value of the `ENABLED_PROCESSES` map (key: tgid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// Reserved for per-process options; zero today.
+    pub flags: u32,
+}
+
+/// Per-CPU counters in the `COUNTERS` map, by index. Every drop has its own cause.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Data events submitted to the ring buffer.
+    DataEvents = 0,
+    /// Connect/accept/close/exit events submitted.
+    ControlEvents = 1,
+    /// Events lost because the ring buffer was full.
+    RingFull = 2,
+    /// Payload reads from user memory that failed.
+    ReadFault = 3,
+    /// Sockets not tracked because the SOCKETS map was full.
+    SocketMapFull = 4,
+    /// Syscalls not captured because the in-flight argument map was full.
+    ArgsMapFull = 5,
+    /// Syscalls whose payload exceeded the capture limit (the total length is still reported).
+    Truncated = 6,
+    /// Syscalls with more iovecs than were gathered.
+    IovecLimit = 7,
+    /// sendmmsg/recvmmsg messages past MAX_MMSG that were not reported.
+    MmsgLimit = 8,
+}
+
+impl Counter {
+    pub const COUNT: u32 = 9;
+    pub const ALL: [Counter; Self::COUNT as usize] = [
+        Self::DataEvents,
+        Self::ControlEvents,
+        Self::RingFull,
+        Self::ReadFault,
+        Self::SocketMapFull,
+        Self::ArgsMapFull,
+        Self::Truncated,
+        Self::IovecLimit,
+        Self::MmsgLimit,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::DataEvents => "data_events",
+            Self::ControlEvents => "control_events",
+            Self::RingFull => "ring_full",
+            Self::ReadFault => "read_fault",
+            Self::SocketMapFull => "socket_map_full",
+            Self::ArgsMapFull => "args_map_full",
+            Self::Truncated => "truncated",
+            Self::IovecLimit => "iovec_limit",
+            Self::MmsgLimit => "mmsg_limit",
+        }
+    }
+
+    /// Whether this counter is a loss of data (as opposed to a volume or a partial capture).
+    pub const fn is_drop(self) -> bool {
+        matches!(
+            self,
+            Self::RingFull | Self::SocketMapFull | Self::ArgsMapFull | Self::MmsgLimit
+        )
+    }
+}
+
+// The kernel and the agent must agree on these layouts byte for byte.
+const _: () = assert!(size_of::<EventHeader>() == 32);
+const _: () = assert!(size_of::<DataEvent>() == 56);
+const _: () = assert!(size_of::<ConnEvent>() == 72);
+const _: () = assert!(size_of::<SockKey>() == 8);
+const _: () = assert!(size_of::<SockInfo>() == 16);
+const _: () = assert!(size_of::<ProcessInfo>() == 4);
+const _: () = assert!(MAX_CAPTURE_BYTES.is_power_of_two());
+const _: () = assert!(DEFAULT_CAPTURE_BYTES as usize <= MAX_CAPTURE_BYTES);
+const _: () = assert!(Counter::ALL.len() == Counter::COUNT as usize);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data, #[repr(C)], no padding the kernel could leave uninitialised
+    // (explicit `_pad` fields), every bit pattern valid.
+    unsafe impl aya::Pod for super::SockKey {}
+    unsafe impl aya::Pod for super::SockInfo {}
+    unsafe impl aya::Pod for super::ProcessInfo {}
+}

@@ -1,0 +1,77 @@
+//! What the tracer's kernel programs attach to.
+//!
+//! The BPF object (`src/main.rs`) defines the programs; this table declares where each one
+//! attaches, so the agent has a single generic loader (`tracer::capture::loader`) that attaches
+//! everything listed here and refuses an object whose programs and declarations disagree.
+//! This half of the crate builds for the host too; it holds no kernel code.
+#![no_std]
+
+/// Where a program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// A tracefs tracepoint: `/sys/kernel/tracing/events/<category>/<name>`.
+    Tracepoint {
+        category: &'static str,
+        name: &'static str,
+    },
+}
+
+/// One kernel program and its attach point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramSpec {
+    /// The program's function name in the object.
+    pub program: &'static str,
+    pub attach: Attach,
+}
+
+const fn syscall(program: &'static str) -> ProgramSpec {
+    // Syscall programs are named after their tracepoint (`sys_enter_read`, ...).
+    ProgramSpec {
+        program,
+        attach: Attach::Tracepoint {
+            category: "syscalls",
+            name: program,
+        },
+    }
+}
+
+/// Every program of the capture object. Order is attach order: socket bookkeeping
+/// (connect/accept/close) first so no data event arrives for a socket the agent never saw open.
+pub const CAPTURE_PROGRAMS: &[ProgramSpec] = &[
+    syscall("sys_enter_connect"),
+    syscall("sys_exit_connect"),
+    syscall("sys_enter_accept"),
+    syscall("sys_exit_accept"),
+    syscall("sys_enter_accept4"),
+    syscall("sys_exit_accept4"),
+    syscall("sys_enter_close"),
+    syscall("sys_enter_read"),
+    syscall("sys_exit_read"),
+    syscall("sys_enter_write"),
+    syscall("sys_exit_write"),
+    syscall("sys_enter_readv"),
+    syscall("sys_exit_readv"),
+    syscall("sys_enter_writev"),
+    syscall("sys_exit_writev"),
+    syscall("sys_enter_recvfrom"),
+    syscall("sys_exit_recvfrom"),
+    syscall("sys_enter_sendto"),
+    syscall("sys_exit_sendto"),
+    syscall("sys_enter_recvmsg"),
+    syscall("sys_exit_recvmsg"),
+    syscall("sys_enter_sendmsg"),
+    syscall("sys_exit_sendmsg"),
+    syscall("sys_enter_recvmmsg"),
+    syscall("sys_exit_recvmmsg"),
+    syscall("sys_enter_sendmmsg"),
+    syscall("sys_exit_sendmmsg"),
+    syscall("sys_enter_sendfile64"),
+    syscall("sys_exit_sendfile64"),
+    ProgramSpec {
+        program: "sched_process_exit",
+        attach: Attach::Tracepoint {
+            category: "sched",
+            name: "sched_process_exit",
+        },
+    },
+];

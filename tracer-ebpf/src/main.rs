@@ -1,0 +1,170 @@
+//! The capture object: syscall tracepoints that report the socket traffic of enabled processes.
+//! Every program here is declared, with its attach point, in `lib.rs` (`CAPTURE_PROGRAMS`).
+#![no_std]
+#![no_main]
+
+mod data;
+mod maps;
+mod sockets;
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use maps::Layout;
+use tracer_common::Syscall;
+
+// Argument index of the recv flags (MSG_PEEK reads are skipped).
+const RECVFROM_FLAGS: Option<usize> = Some(3);
+const RECVMSG_FLAGS: Option<usize> = Some(2);
+const RECVMMSG_FLAGS: Option<usize> = Some(3);
+
+macro_rules! data_syscall {
+    ($enter:ident, $exit:ident, $syscall:expr, $layout:expr, $flags:expr) => {
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            data::enter(&ctx, $syscall, $layout, $flags);
+            0
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            data::exit(&ctx);
+            0
+        }
+    };
+}
+
+data_syscall!(
+    sys_enter_read,
+    sys_exit_read,
+    Syscall::Read,
+    Layout::Buffer,
+    None
+);
+data_syscall!(
+    sys_enter_write,
+    sys_exit_write,
+    Syscall::Write,
+    Layout::Buffer,
+    None
+);
+data_syscall!(
+    sys_enter_readv,
+    sys_exit_readv,
+    Syscall::Readv,
+    Layout::Iovec,
+    None
+);
+data_syscall!(
+    sys_enter_writev,
+    sys_exit_writev,
+    Syscall::Writev,
+    Layout::Iovec,
+    None
+);
+data_syscall!(
+    sys_enter_recvfrom,
+    sys_exit_recvfrom,
+    Syscall::Recvfrom,
+    Layout::Buffer,
+    RECVFROM_FLAGS
+);
+data_syscall!(
+    sys_enter_sendto,
+    sys_exit_sendto,
+    Syscall::Sendto,
+    Layout::Buffer,
+    None
+);
+data_syscall!(
+    sys_enter_recvmsg,
+    sys_exit_recvmsg,
+    Syscall::Recvmsg,
+    Layout::Msghdr,
+    RECVMSG_FLAGS
+);
+data_syscall!(
+    sys_enter_sendmsg,
+    sys_exit_sendmsg,
+    Syscall::Sendmsg,
+    Layout::Msghdr,
+    None
+);
+data_syscall!(
+    sys_enter_recvmmsg,
+    sys_exit_recvmmsg,
+    Syscall::Recvmmsg,
+    Layout::Mmsghdr,
+    RECVMMSG_FLAGS
+);
+data_syscall!(
+    sys_enter_sendmmsg,
+    sys_exit_sendmmsg,
+    Syscall::Sendmmsg,
+    Layout::Mmsghdr,
+    None
+);
+data_syscall!(
+    sys_enter_sendfile64,
+    sys_exit_sendfile64,
+    Syscall::Sendfile,
+    Layout::None,
+    None
+);
+
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    sockets::enter(&ctx, Layout::Connect);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    sockets::exit(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
+    sockets::enter(&ctx, Layout::Accept);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    sockets::exit(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
+    sockets::enter(&ctx, Layout::Accept);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    sockets::exit(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    sockets::close(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    sockets::process_exit();
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+// GPL-compatible: bpf_probe_read_user and the ring buffer helpers are GPL-only.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

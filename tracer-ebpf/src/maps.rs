@@ -1,0 +1,118 @@
+//! Maps and load-time globals of the capture object.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{Counter, DataEvent, MAX_CAPTURE_BYTES, ProcessInfo, SockInfo, SockKey};
+
+/// Payload bytes captured per syscall; set by the agent at load time (at most
+/// `MAX_CAPTURE_BYTES`).
+#[unsafe(no_mangle)]
+static CAPTURE_BYTES: u32 = tracer_common::DEFAULT_CAPTURE_BYTES;
+
+/// The agent's own tgid: never traced, whatever the maps say.
+#[unsafe(no_mangle)]
+static AGENT_TGID: u32 = 0;
+
+#[inline(always)]
+pub fn capture_bytes() -> u64 {
+    // Volatile: the value is patched into the object after compilation.
+    let v = unsafe { core::ptr::read_volatile(&CAPTURE_BYTES) } as u64;
+    if v > MAX_CAPTURE_BYTES as u64 {
+        MAX_CAPTURE_BYTES as u64
+    } else {
+        v
+    }
+}
+
+#[inline(always)]
+pub fn agent_tgid() -> u32 {
+    unsafe { core::ptr::read_volatile(&AGENT_TGID) }
+}
+
+/// Records for the agent. The agent sizes it at load time.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Processes (tgid) the agent enabled.
+#[map(name = "ENABLED_PROCESSES")]
+pub static ENABLED_PROCESSES: HashMap<u32, ProcessInfo> = HashMap::with_max_entries(8192, 0);
+
+/// Socket fds of enabled processes. Only these produce data events, so pipes, eventfds and
+/// files never do. A plain hash (not LRU): a full map is counted, never silently evicted.
+#[map(name = "SOCKETS")]
+pub static SOCKETS: HashMap<SockKey, SockInfo> = HashMap::with_max_entries(65536, 0);
+
+/// Arguments of a syscall between its enter and exit tracepoints, keyed by pid_tgid. LRU so a
+/// thread killed inside a syscall cannot leak its entry forever.
+#[map(name = "IN_FLIGHT")]
+pub static IN_FLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16384, 0);
+
+/// Per-CPU counters, indexed by `tracer_common::Counter`.
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// Where a data event is assembled before it is copied to the ring buffer. Twice the capture
+/// bound so that (offset < MAX) + (length <= MAX) stays in bounds for the verifier.
+#[repr(C)]
+pub struct Scratch {
+    pub event: DataEvent,
+    pub payload: [u8; 2 * MAX_CAPTURE_BYTES],
+}
+
+#[map(name = "SCRATCH")]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// How the syscall's payload is laid out in user memory.
+#[repr(u8)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `ptr` is a buffer of `len` bytes.
+    Buffer = 0,
+    /// `ptr` is a `struct iovec[len]`.
+    Iovec = 1,
+    /// `ptr` is a `struct msghdr`.
+    Msghdr = 2,
+    /// `ptr` is a `struct mmsghdr[len]`.
+    Mmsghdr = 3,
+    /// No user buffer (sendfile): only the size is reported.
+    None = 4,
+    /// connect: `ptr` is the peer sockaddr, `len` its length.
+    Connect = 5,
+    /// accept: `ptr` is the sockaddr buffer, `len` a pointer to its length.
+    Accept = 6,
+}
+
+/// A syscall between enter and exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct InFlight {
+    pub ts_enter: u64,
+    pub conn_gen: u64,
+    pub ptr: u64,
+    pub len: u64,
+    pub fd: i32,
+    pub syscall: u8,
+    pub layout: Layout,
+    pub _pad: [u8; 2],
+}
+
+#[inline(always)]
+pub fn count(counter: Counter) {
+    add(counter, 1);
+}
+
+#[inline(always)]
+pub fn add(counter: Counter, n: u64) {
+    if let Some(v) = COUNTERS.get_ptr_mut(counter as u32) {
+        // Per-CPU slot: no other CPU writes it (no atomic add on this target).
+        unsafe { *v += n };
+    }
+}
+
+/// Whether `tgid` is traced.
+#[inline(always)]
+pub fn is_enabled(tgid: u32) -> bool {
+    tgid != agent_tgid() && ENABLED_PROCESSES.get_ptr(tgid).is_some()
+}

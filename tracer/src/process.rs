@@ -1,0 +1,153 @@
+//! What the agent knows about a traced process: the facts its OTLP Resource is built from.
+
+use anyhow::{Context, Result};
+
+/// Identity of a traced process, read from /proc once when tracing is enabled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessMeta {
+    pub pid: u32,
+    /// `service.name`: set by the operator, or the executable's name.
+    pub service_name: String,
+    /// `service.instance.id`: stable for this process incarnation (host, pid, start time).
+    pub service_instance_id: String,
+    /// `process.executable.name`
+    pub executable_name: String,
+    /// `process.executable.path`
+    pub executable_path: String,
+    /// `process.command_line`, with values of secret-looking arguments redacted.
+    pub command_line: String,
+    /// Start time in clock ticks since boot (/proc/PID/stat field 22): tells pid reuse apart.
+    pub start_ticks: u64,
+}
+
+impl ProcessMeta {
+    /// Reads the process's identity from /proc. `service_name` overrides the default name.
+    pub fn from_proc(pid: u32, service_name: Option<&str>, host: &str) -> Result<Self> {
+        let proc = procfs::process::Process::new(pid as i32)
+            .with_context(|| format!("process {pid} not found"))?;
+        let stat = proc
+            .stat()
+            .with_context(|| format!("reading /proc/{pid}/stat"))?;
+        let executable_path = proc
+            .exe()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let cmdline = proc.cmdline().unwrap_or_default();
+        let executable_name = executable_path
+            .rsplit('/')
+            .next()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&stat.comm)
+            .to_string();
+        Ok(Self {
+            pid,
+            service_name: service_name.unwrap_or(&executable_name).to_string(),
+            service_instance_id: instance_id(host, pid, stat.starttime),
+            executable_name,
+            executable_path,
+            command_line: redact_command_line(&cmdline),
+            start_ticks: stat.starttime,
+        })
+    }
+}
+
+/// A UUID-formatted id derived from (host, pid, start time): the same process always gets the
+/// same id, even across agent restarts; a new process with a reused pid gets another.
+fn instance_id(host: &str, pid: u32, start_ticks: u64) -> String {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hash = |salt: u64| {
+        BuildHasherDefault::<DefaultHasher>::default().hash_one((salt, host, pid, start_ticks))
+    };
+    let (a, b) = (hash(1), hash(2));
+    // Version 8 (custom) UUID layout: version nibble 8, variant bits 10.
+    let a = (a & !0xf000) | 0x8000;
+    let b = (b & !(0b11 << 62)) | (0b10 << 62);
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+const SECRET_WORDS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "apikey",
+    "api-key",
+    "api_key",
+    "credential",
+    "auth",
+];
+
+/// Joins argv with spaces, replacing the values of arguments whose name looks secret
+/// (`--password=x` and `--token x` alike) with `REDACTED`.
+pub fn redact_command_line(argv: &[String]) -> String {
+    let looks_secret = |s: &str| {
+        let s = s.to_ascii_lowercase();
+        SECRET_WORDS.iter().any(|w| s.contains(w))
+    };
+    let mut out = Vec::with_capacity(argv.len());
+    let mut redact_next = false;
+    for arg in argv {
+        if redact_next && !arg.starts_with('-') {
+            out.push("REDACTED".to_string());
+            redact_next = false;
+            continue;
+        }
+        redact_next = false;
+        match arg.split_once('=') {
+            Some((name, _)) if looks_secret(name) => out.push(format!("{name}=REDACTED")),
+            None if arg.starts_with('-') && looks_secret(arg) => {
+                out.push(arg.clone());
+                redact_next = true;
+            }
+            _ => out.push(arg.clone()),
+        }
+    }
+    out.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split(' ').map(String::from).collect()
+    }
+
+    #[test]
+    fn secret_arguments_are_redacted() {
+        assert_eq!(
+            redact_command_line(&argv("app --password=hunter2 --token abc -v --port 80")),
+            "app --password=REDACTED --token REDACTED -v --port 80"
+        );
+        assert_eq!(
+            redact_command_line(&argv("psql DB_SECRET=x plain=1")),
+            "psql DB_SECRET=REDACTED plain=1"
+        );
+    }
+
+    #[test]
+    fn instance_id_is_a_stable_uuid_distinct_per_incarnation() {
+        let a = instance_id("host", 10, 500);
+        assert_eq!(a, instance_id("host", 10, 500));
+        assert_ne!(a, instance_id("host", 10, 501));
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "8");
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let me = ProcessMeta::from_proc(std::process::id(), None, "h").unwrap();
+        assert_eq!(me.pid, std::process::id());
+        assert!(!me.executable_name.is_empty());
+        assert_eq!(me.service_name, me.executable_name);
+        let named = ProcessMeta::from_proc(std::process::id(), Some("svc"), "h").unwrap();
+        assert_eq!(named.service_name, "svc");
+    }
+}

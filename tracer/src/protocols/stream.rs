@@ -1,0 +1,212 @@
+//! One direction of a connection as a byte stream, rebuilt from syscall captures.
+//!
+//! The kernel reports, per syscall, how many bytes moved (`total`) and the first few of them
+//! (`captured`). The stream keeps the captured bytes and remembers the uncaptured remainder of
+//! each syscall as a *gap*: parsers read heads from captured bytes and count bodies through gaps,
+//! so a body larger than the capture neither desynchronises the stream nor costs memory.
+
+use std::collections::VecDeque;
+
+use bytes::{Buf, BytesMut};
+
+/// When, and by which thread, one syscall moved its bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegTime {
+    /// CLOCK_MONOTONIC ns at syscall entry.
+    pub enter_ns: u64,
+    /// CLOCK_MONOTONIC ns at syscall exit.
+    pub exit_ns: u64,
+    pub tid: u32,
+}
+
+/// The bytes of one syscall: `captured` bytes held in the buffer, then `gap` bytes not captured.
+#[derive(Clone, Copy, Debug)]
+struct Piece {
+    captured: usize,
+    gap: u64,
+    time: SegTime,
+}
+
+impl Piece {
+    fn len(&self) -> u64 {
+        self.captured as u64 + self.gap
+    }
+}
+
+#[derive(Default, Debug)]
+pub struct StreamBuffer {
+    /// Captured bytes from the read position on.
+    data: BytesMut,
+    /// Syscall pieces from the one holding the read position on.
+    pieces: VecDeque<Piece>,
+    /// Logical bytes of `pieces[0]` already consumed.
+    front_used: u64,
+}
+
+impl StreamBuffer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends one syscall's bytes: `captured` is a prefix of the `total` bytes it moved.
+    pub fn push(&mut self, captured: &[u8], total: u64, time: SegTime) {
+        let total = total.max(captured.len() as u64);
+        if total == 0 {
+            return;
+        }
+        self.data.extend_from_slice(captured);
+        self.pieces.push_back(Piece {
+            captured: captured.len(),
+            gap: total - captured.len() as u64,
+            time,
+        });
+    }
+
+    /// Logical bytes available (captured and not).
+    pub fn len(&self) -> u64 {
+        self.pieces.iter().map(Piece::len).sum::<u64>() - self.front_used
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// Captured bytes held (what this buffer costs in memory).
+    pub fn buffered(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The captured bytes from the read position up to the first gap, and whether a gap follows
+    /// them (false: they run to the end of what arrived so far). Empty with `true` when the read
+    /// position is inside a gap.
+    pub fn head(&self) -> (&[u8], bool) {
+        let mut run = 0usize;
+        let mut used = self.front_used;
+        for piece in &self.pieces {
+            let captured_left = (piece.captured as u64).saturating_sub(used) as usize;
+            run += captured_left;
+            if piece.gap > 0 {
+                return (&self.data[..run], true);
+            }
+            used = 0;
+        }
+        (&self.data[..run], false)
+    }
+
+    /// Timing of the syscall holding the next byte.
+    pub fn front_time(&self) -> Option<SegTime> {
+        self.pieces.front().map(|p| p.time)
+    }
+
+    /// Whether the next byte is the first byte of a syscall (frames usually start there).
+    pub fn at_piece_start(&self) -> bool {
+        self.front_used == 0
+    }
+
+    /// Consumes `n` logical bytes (or all there are). Returns the timing of the syscall that
+    /// held the last consumed byte.
+    pub fn consume(&mut self, mut n: u64) -> Option<SegTime> {
+        let mut last = None;
+        while n > 0 {
+            let Some(front) = self.pieces.front() else {
+                break;
+            };
+            let front = *front;
+            let left = front.len() - self.front_used;
+            let take = left.min(n);
+            // Captured bytes of the front piece lie before its gap.
+            let captured_left = (front.captured as u64).saturating_sub(self.front_used);
+            let drop = captured_left.min(take) as usize;
+            self.data.advance(drop);
+            self.front_used += take;
+            n -= take;
+            last = Some(front.time);
+            if self.front_used == front.len() {
+                self.pieces.pop_front();
+                self.front_used = 0;
+            }
+        }
+        last
+    }
+
+    /// Drops everything up to the next syscall boundary (the rest of the current piece).
+    pub fn skip_piece(&mut self) -> u64 {
+        match self.pieces.front() {
+            Some(front) => {
+                let left = front.len() - self.front_used;
+                self.consume(left);
+                left
+            }
+            None => 0,
+        }
+    }
+
+    /// Drops everything.
+    pub fn clear(&mut self) -> u64 {
+        let n = self.len();
+        self.data.clear();
+        self.pieces.clear();
+        self.front_used = 0;
+        n
+    }
+
+    /// Timing of the last syscall pushed.
+    pub fn back_time(&self) -> Option<SegTime> {
+        self.pieces.back().map(|p| p.time)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(n: u64) -> SegTime {
+        SegTime {
+            enter_ns: n,
+            exit_ns: n + 1,
+            tid: 7,
+        }
+    }
+
+    #[test]
+    fn head_spans_pieces_until_a_gap() {
+        let mut s = StreamBuffer::new();
+        s.push(b"GET / HT", 8, t(1));
+        s.push(b"TP/1.1\r\n", 20, t(2));
+        s.push(b"next", 4, t(3));
+        assert_eq!(s.head(), (&b"GET / HTTP/1.1\r\n"[..], true));
+        assert_eq!(s.len(), 32);
+        // Consume into the gap of the second piece: the head is empty, a gap follows.
+        assert_eq!(s.consume(20), Some(t(2)));
+        assert_eq!(s.head(), (&b""[..], true));
+        assert_eq!(s.consume(8), Some(t(2)));
+        assert!(s.at_piece_start());
+        assert_eq!(s.head(), (&b"next"[..], false));
+        assert_eq!(s.front_time(), Some(t(3)));
+    }
+
+    #[test]
+    fn consume_reports_the_piece_of_the_last_byte_and_frees_memory() {
+        let mut s = StreamBuffer::new();
+        s.push(b"abc", 3, t(1));
+        s.push(b"de", 1000, t(2));
+        assert_eq!(s.consume(2), Some(t(1)));
+        assert_eq!(s.head(), (&b"cde"[..], true));
+        assert_eq!(s.consume(500), Some(t(2)));
+        assert_eq!(s.buffered(), 0);
+        assert_eq!(s.len(), 501);
+        assert_eq!(s.consume(10_000), Some(t(2)));
+        assert!(s.is_empty());
+        assert_eq!(s.consume(1), None);
+    }
+
+    #[test]
+    fn skip_piece_drops_to_the_next_syscall() {
+        let mut s = StreamBuffer::new();
+        s.push(b"garbage", 7, t(1));
+        s.push(b"GET", 3, t(2));
+        s.consume(2);
+        assert_eq!(s.skip_piece(), 5);
+        assert_eq!(s.head(), (&b"GET"[..], false));
+    }
+}
