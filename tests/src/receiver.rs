@@ -1,0 +1,252 @@
+//! The receiver: shared state, fault knobs, start/stop/restart on a fixed port.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::received::{ReceivedRequest, ReceivedSpan, flatten};
+use crate::{grpc, http};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    Http,
+}
+
+/// An error answer: each has a gRPC status and an HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// gRPC UNAVAILABLE / HTTP 503: retryable.
+    Unavailable,
+    /// gRPC RESOURCE_EXHAUSTED / HTTP 429: retryable back-pressure.
+    ResourceExhausted,
+    /// gRPC INVALID_ARGUMENT / HTTP 400: not retryable.
+    InvalidArgument,
+}
+
+#[derive(Default)]
+struct Faults {
+    /// Answer the next this-many requests with `next_failure`.
+    fail_next: usize,
+    next_failure: Option<Failure>,
+    /// Answer every request with this until cleared.
+    always: Option<Failure>,
+    /// Wait this long before answering.
+    delay: Duration,
+}
+
+/// State shared by the servers and the test.
+#[derive(Default)]
+pub(crate) struct State {
+    requests: Mutex<Vec<ReceivedRequest>>,
+    attempts: AtomicUsize,
+    faults: Mutex<Faults>,
+    arrived: Notify,
+}
+
+impl State {
+    /// Called for every request: counts it, applies the delay, and says whether to fail.
+    pub(crate) async fn admit(&self) -> Option<Failure> {
+        self.attempts.fetch_add(1, SeqCst);
+        let (delay, failure) = {
+            let mut f = self.faults.lock().unwrap();
+            let failure = if f.fail_next > 0 {
+                f.fail_next -= 1;
+                f.next_failure
+            } else {
+                f.always
+            };
+            (f.delay, failure)
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        failure
+    }
+
+    pub(crate) fn record(
+        &self,
+        headers: BTreeMap<String, String>,
+        request: ExportTraceServiceRequest,
+    ) {
+        self.requests
+            .lock()
+            .unwrap()
+            .push(ReceivedRequest { headers, request });
+        self.arrived.notify_waiters();
+    }
+}
+
+/// Accepts connections until `stop`, serving each with `serve`. The connections are owned
+/// here, so that stopping (returning, or being aborted) closes every open one too, as a
+/// collector that went away would.
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    mut stop: oneshot::Receiver<()>,
+    serve: F,
+) where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    connections.spawn(serve(stream));
+                }
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+/// A real OTLP trace receiver on 127.0.0.1 (gRPC or HTTP/protobuf).
+pub struct OtlpReceiver {
+    protocol: Protocol,
+    addr: SocketAddr,
+    state: Arc<State>,
+    running: Mutex<Option<Running>>,
+}
+
+impl OtlpReceiver {
+    /// An OTLP/gRPC receiver on a free port.
+    pub async fn start_grpc() -> Result<Self> {
+        Self::start(Protocol::Grpc).await
+    }
+
+    /// An OTLP/HTTP receiver (POST /v1/traces, protobuf) on a free port.
+    pub async fn start_http() -> Result<Self> {
+        Self::start(Protocol::Http).await
+    }
+
+    pub async fn start(protocol: Protocol) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let receiver = Self {
+            protocol,
+            addr: listener.local_addr()?,
+            state: Arc::default(),
+            running: Mutex::new(None),
+        };
+        receiver.serve(listener);
+        Ok(receiver)
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (stop, stopped) = oneshot::channel();
+        let state = self.state.clone();
+        let task = match self.protocol {
+            Protocol::Grpc => tokio::spawn(grpc::serve(listener, state, stopped)),
+            Protocol::Http => tokio::spawn(http::serve(listener, state, stopped)),
+        };
+        *self.running.lock().unwrap() = Some(Running { stop, task });
+    }
+
+    /// Base URL, like `OTEL_EXPORTER_OTLP_ENDPOINT` (`http://127.0.0.1:PORT`).
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Stops listening and closes every open connection, like a collector that crashed.
+    pub async fn stop(&self) {
+        let running = self.running.lock().unwrap().take();
+        if let Some(Running { stop, task }) = running {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+    }
+
+    /// Listens again on the same port (after [`stop`](Self::stop)).
+    pub async fn restart(&self) -> Result<()> {
+        if self.running.lock().unwrap().is_some() {
+            bail!("receiver is running");
+        }
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .with_context(|| format!("rebinding {}", self.addr))?;
+        self.serve(listener);
+        Ok(())
+    }
+
+    /// Answers the next `n` requests with `failure`, then resumes normal answers.
+    pub fn fail_next(&self, n: usize, failure: Failure) {
+        let mut f = self.state.faults.lock().unwrap();
+        f.fail_next = n;
+        f.next_failure = Some(failure);
+    }
+
+    /// Answers every request with `failure` (`None`: normal answers again).
+    pub fn set_failure(&self, failure: Option<Failure>) {
+        self.state.faults.lock().unwrap().always = failure;
+    }
+
+    /// Delays every answer.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.faults.lock().unwrap().delay = delay;
+    }
+
+    /// Requests that reached the server, accepted or not.
+    pub fn attempts(&self) -> usize {
+        self.state.attempts.load(SeqCst)
+    }
+
+    /// Accepted requests, in arrival order.
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Spans of the accepted requests, in arrival order.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        flatten(&self.state.requests.lock().unwrap())
+    }
+
+    /// Waits until at least `n` spans arrived; fails after `timeout` saying how many did.
+    pub async fn wait_for_spans(&self, n: usize, timeout: Duration) -> Result<Vec<ReceivedSpan>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before checking, so that an arrival in between is not missed.
+            let arrived = self.state.arrived.notified();
+            let spans = self.spans();
+            if spans.len() >= n {
+                return Ok(spans);
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                bail!(
+                    "{} of {n} spans arrived within {timeout:?} ({} requests attempted)",
+                    self.spans().len(),
+                    self.attempts()
+                );
+            }
+        }
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.get_mut().unwrap().take() {
+            running.task.abort();
+        }
+    }
+}
