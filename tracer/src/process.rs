@@ -8,6 +8,9 @@ pub struct ProcessMeta {
     pub pid: u32,
     /// `service.name`: set by the operator, or the executable's name.
     pub service_name: String,
+    /// Whether the operator set `service_name`: an explicit name outranks `OTEL_SERVICE_NAME`
+    /// at export, the executable-name default does not.
+    pub service_name_is_explicit: bool,
     /// `service.instance.id`: stable for this process incarnation (host, pid, start time).
     pub service_instance_id: String,
     /// `process.executable.name`
@@ -42,6 +45,7 @@ impl ProcessMeta {
         Ok(Self {
             pid,
             service_name: service_name.unwrap_or(&executable_name).to_string(),
+            service_name_is_explicit: service_name.is_some(),
             service_instance_id: instance_id(host, pid, stat.starttime),
             executable_name,
             executable_path,
@@ -147,7 +151,9 @@ mod tests {
         assert_eq!(me.pid, std::process::id());
         assert!(!me.executable_name.is_empty());
         assert_eq!(me.service_name, me.executable_name);
+        assert!(!me.service_name_is_explicit);
         let named = ProcessMeta::from_proc(std::process::id(), Some("svc"), "h").unwrap();
         assert_eq!(named.service_name, "svc");
+        assert!(named.service_name_is_explicit);
     }
 }
