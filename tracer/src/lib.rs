@@ -6,5 +6,6 @@
 //! 4. [`stitch`]: requests and responses → spans with trace context and parents
 //! 5. [`sampling`]: which traces are kept
 //! 6. [`export`]: spans → OTLP (gRPC, HTTP), a JSON-lines file, or terminal waterfalls
+pub mod export;
 pub mod process;
 pub mod span;

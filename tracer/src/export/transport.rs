@@ -1,0 +1,289 @@
+//! Where a batch goes: OTLP/gRPC, OTLP/HTTP (protobuf) or an OTLP/JSON lines file. Each send
+//! is one attempt; retrying is the batch worker's job, so failures say whether to retry.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse, trace_service_client::TraceServiceClient,
+};
+use prost::Message;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use super::config::{OtlpConfig, Protocol};
+use super::json;
+
+/// A failed attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportError {
+    pub retryable: bool,
+    /// The server's hint (HTTP `Retry-After`).
+    pub retry_after: Option<Duration>,
+    pub message: String,
+}
+
+impl ExportError {
+    fn retryable(message: String) -> Self {
+        Self {
+            retryable: true,
+            retry_after: None,
+            message,
+        }
+    }
+
+    fn permanent(message: String) -> Self {
+        Self {
+            retryable: false,
+            retry_after: None,
+            message,
+        }
+    }
+}
+
+/// A successful attempt. The collector may still have refused some spans (partial success).
+#[derive(Debug, Default)]
+pub struct Delivered {
+    pub rejected_spans: u64,
+}
+
+pub enum Transport {
+    // Boxed: the tonic client is large and the other variants small.
+    Grpc(Box<GrpcTransport>),
+    Http(HttpTransport),
+    File(FileTransport),
+}
+
+impl Transport {
+    pub fn otlp(config: &OtlpConfig) -> Result<Self> {
+        Ok(match config.protocol {
+            Protocol::Grpc => Transport::Grpc(Box::new(GrpcTransport::new(config)?)),
+            Protocol::HttpProtobuf => Transport::Http(HttpTransport::new(config)?),
+        })
+    }
+
+    /// For log lines: where this transport sends.
+    pub fn target(&self) -> String {
+        match self {
+            Transport::Grpc(t) => format!("OTLP export to {} (grpc)", t.endpoint),
+            Transport::Http(t) => format!("OTLP export to {}", t.url),
+            Transport::File(t) => format!("writing {}", t.path.display()),
+        }
+    }
+
+    pub async fn send(
+        &mut self,
+        req: &ExportTraceServiceRequest,
+    ) -> Result<Delivered, ExportError> {
+        match self {
+            Transport::Grpc(t) => t.send(req).await,
+            Transport::Http(t) => t.send(req).await,
+            Transport::File(t) => t.send(req).await,
+        }
+    }
+}
+
+pub struct GrpcTransport {
+    endpoint: String,
+    client: TraceServiceClient<Channel>,
+    metadata: MetadataMap,
+    timeout: Duration,
+}
+
+impl GrpcTransport {
+    fn new(config: &OtlpConfig) -> Result<Self> {
+        let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
+            .with_context(|| format!("invalid gRPC endpoint {}", config.endpoint))?
+            .connect_timeout(config.timeout)
+            .timeout(config.timeout)
+            .user_agent(user_agent())?;
+        if config.endpoint.starts_with("https:") {
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().with_native_roots())
+                .context("setting up TLS for the gRPC endpoint")?;
+        }
+        let mut metadata = MetadataMap::new();
+        for (key, value) in &config.headers {
+            // Checked as HTTP headers by the config; gRPC's own reserved forms are not allowed.
+            let key = MetadataKey::from_bytes(key.as_bytes())
+                .with_context(|| format!("header {key} cannot be sent as gRPC metadata"))?;
+            let value = MetadataValue::try_from(value.as_str())
+                .with_context(|| format!("header {key} has a value gRPC cannot carry"))?;
+            metadata.insert(key, value);
+        }
+        Ok(Self {
+            endpoint: config.endpoint.clone(),
+            // Lazy: a collector that is down at startup must not stop the agent.
+            client: TraceServiceClient::new(endpoint.connect_lazy()),
+            metadata,
+            timeout: config.timeout,
+        })
+    }
+
+    async fn send(&mut self, req: &ExportTraceServiceRequest) -> Result<Delivered, ExportError> {
+        let mut request = tonic::Request::new(req.clone());
+        *request.metadata_mut() = self.metadata.clone();
+        request.set_timeout(self.timeout);
+        match self.client.export(request).await {
+            Ok(response) => Ok(delivered(response.into_inner())),
+            Err(status) => {
+                use tonic::Code::*;
+                // The OTLP spec's retryable codes; RESOURCE_EXHAUSTED is the collector's
+                // back-pressure signal (memory limiter), so it is retried too.
+                let retryable = matches!(
+                    status.code(),
+                    Cancelled
+                        | DeadlineExceeded
+                        | ResourceExhausted
+                        | Aborted
+                        | OutOfRange
+                        | Unavailable
+                        | DataLoss
+                );
+                let message = format!("{:?}: {}", status.code(), status.message());
+                Err(ExportError {
+                    retryable,
+                    retry_after: None,
+                    message,
+                })
+            }
+        }
+    }
+}
+
+pub struct HttpTransport {
+    url: String,
+    client: reqwest::Client,
+}
+
+impl HttpTransport {
+    fn new(config: &OtlpConfig) -> Result<Self> {
+        let mut headers = HeaderMap::new();
+        for (key, value) in &config.headers {
+            headers.insert(
+                HeaderName::from_bytes(key.as_bytes())?,
+                HeaderValue::from_str(value)?,
+            );
+        }
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            // A redirect of a POST is a misconfigured endpoint, not something to follow.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(user_agent())
+            .default_headers(headers)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            url: config.endpoint.clone(),
+            client,
+        })
+    }
+
+    async fn send(&mut self, req: &ExportTraceServiceRequest) -> Result<Delivered, ExportError> {
+        let response = self
+            .client
+            .post(&self.url)
+            .header(CONTENT_TYPE, "application/x-protobuf")
+            .body(req.encode_to_vec())
+            .send()
+            .await
+            // Connection refused, reset, timeout: the collector may come back.
+            .map_err(|e| ExportError::retryable(error_chain(&e)))?;
+        let status = response.status();
+        if status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            // An empty or unparsable body is still a success: the status code says so.
+            let reply = ExportTraceServiceResponse::decode(body).unwrap_or_default();
+            return Ok(delivered(reply));
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = response.bytes().await.unwrap_or_default();
+        let mut message = format!("HTTP {status}");
+        if let Ok(text) = std::str::from_utf8(&body) {
+            let text = text.trim();
+            if !text.is_empty() {
+                message.push_str(": ");
+                message.extend(text.chars().take(200));
+            }
+        }
+        Err(ExportError {
+            retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+            retry_after,
+            message,
+        })
+    }
+}
+
+/// Appends OTLP/JSON lines. The file is opened for every batch, so that log rotation
+/// (rename, then a new file) is followed.
+pub struct FileTransport {
+    path: PathBuf,
+}
+
+impl FileTransport {
+    /// Opens the file once now, so that an unwritable path is a startup error.
+    pub fn new(path: PathBuf) -> Result<Self> {
+        open_append(&path)
+            .with_context(|| format!("cannot open {} for appending", path.display()))?;
+        Ok(Self { path })
+    }
+
+    async fn send(&mut self, req: &ExportTraceServiceRequest) -> Result<Delivered, ExportError> {
+        let line = json::to_json_line(req)
+            .map_err(|e| ExportError::permanent(format!("encoding OTLP/JSON: {e}")))?;
+        let path = self.path.clone();
+        // std::fs in a blocking thread: a slow disk must not stall the runtime's workers.
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            // One write of the whole line: with O_APPEND, concurrent writers do not interleave.
+            open_append(&path)?.write_all(&line)
+        })
+        .await
+        .map_err(|e| ExportError::permanent(e.to_string()))?
+        .map_err(|e| ExportError::permanent(e.to_string()))?;
+        Ok(Delivered::default())
+    }
+}
+
+fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+fn delivered(reply: ExportTraceServiceResponse) -> Delivered {
+    Delivered {
+        rejected_spans: reply
+            .partial_success
+            .map(|p| p.rejected_spans.max(0) as u64)
+            .unwrap_or(0),
+    }
+}
+
+fn user_agent() -> String {
+    format!("tracer/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// An error with its causes: reqwest's own message alone ("error sending request") hides
+/// whether the connection was refused or timed out.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
