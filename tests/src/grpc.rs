@@ -14,6 +14,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
 use tonic::{Request, Response, Status};
 
 use crate::receiver::{Failure, State, accept_loop};
@@ -45,9 +46,14 @@ impl TraceService for Service {
     }
 }
 
-pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, stop: oneshot::Receiver<()>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    state: Arc<State>,
+    stop: oneshot::Receiver<()>,
+) {
     let service = TraceServiceServer::new(Service(state));
-    accept_loop(listener, stop, move |stream| {
+    accept_loop(listener, tls, stop, move |stream| {
         let service = TowerToHyperService::new(service.clone());
         async move {
             let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())

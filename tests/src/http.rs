@@ -16,13 +16,19 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
 
 use crate::receiver::{Failure, State, accept_loop};
 
 const PROTOBUF: &str = "application/x-protobuf";
 
-pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, stop: oneshot::Receiver<()>) {
-    accept_loop(listener, stop, move |stream| {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    state: Arc<State>,
+    stop: oneshot::Receiver<()>,
+) {
+    accept_loop(listener, tls, stop, move |stream| {
         let state = state.clone();
         async move {
             let service = service_fn(move |req| handle(req, state.clone()));

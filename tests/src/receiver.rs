@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::{self, pki_types::PrivatePkcs8KeyDer};
 
 use crate::received::{ReceivedRequest, ReceivedSpan, flatten};
 use crate::{grpc, http};
@@ -90,24 +93,59 @@ impl State {
 /// collector that went away would.
 pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     mut stop: oneshot::Receiver<()>,
     serve: F,
 ) where
-    F: Fn(tokio::net::TcpStream) -> Fut,
+    F: Fn(Conn) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    let serve = Arc::new(serve);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             _ = &mut stop => return,
             accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    connections.spawn(serve(stream));
-                }
+                let Ok((stream, _)) = accepted else { continue };
+                let (serve, tls) = (serve.clone(), tls.clone());
+                connections.spawn(async move {
+                    let conn: Conn = match tls {
+                        None => Box::new(stream),
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => Box::new(stream),
+                            Err(_) => return,
+                        },
+                    };
+                    serve(conn).await
+                });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+}
+
+/// A connection, plain or TLS.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+pub(crate) type Conn = Box<dyn Io>;
+
+/// A self-signed certificate for 127.0.0.1 and localhost, and a TLS acceptor using it.
+fn self_signed_tls(protocol: Protocol) -> Result<(TlsAcceptor, String)> {
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])?;
+    // Explicit provider: the workspace enables both of rustls's, so there is no default.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![key.cert.der().clone()],
+            PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()).into(),
+        )?;
+    config.alpn_protocols = vec![match protocol {
+        Protocol::Grpc => b"h2".to_vec(),
+        Protocol::Http => b"http/1.1".to_vec(),
+    }];
+    Ok((TlsAcceptor::from(Arc::new(config)), key.cert.pem()))
 }
 
 struct Running {
@@ -118,6 +156,8 @@ struct Running {
 /// A real OTLP trace receiver on 127.0.0.1 (gRPC or HTTP/protobuf).
 pub struct OtlpReceiver {
     protocol: Protocol,
+    /// With TLS: the acceptor, and the certificate clients must trust (PEM).
+    tls: Option<(TlsAcceptor, String)>,
     addr: SocketAddr,
     state: Arc<State>,
     running: Mutex<Option<Running>>,
@@ -134,10 +174,29 @@ impl OtlpReceiver {
         Self::start(Protocol::Http).await
     }
 
+    /// An OTLP/gRPC receiver over TLS; clients must trust [`ca_pem`](Self::ca_pem).
+    pub async fn start_grpc_tls() -> Result<Self> {
+        Self::start_with(Protocol::Grpc, true).await
+    }
+
+    /// An OTLP/HTTP receiver over TLS; clients must trust [`ca_pem`](Self::ca_pem).
+    pub async fn start_http_tls() -> Result<Self> {
+        Self::start_with(Protocol::Http, true).await
+    }
+
     pub async fn start(protocol: Protocol) -> Result<Self> {
+        Self::start_with(protocol, false).await
+    }
+
+    pub async fn start_with(protocol: Protocol, tls: bool) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let receiver = Self {
             protocol,
+            tls: if tls {
+                Some(self_signed_tls(protocol)?)
+            } else {
+                None
+            },
             addr: listener.local_addr()?,
             state: Arc::default(),
             running: Mutex::new(None),
@@ -149,16 +208,23 @@ impl OtlpReceiver {
     fn serve(&self, listener: TcpListener) {
         let (stop, stopped) = oneshot::channel();
         let state = self.state.clone();
+        let tls = self.tls.as_ref().map(|(acceptor, _)| acceptor.clone());
         let task = match self.protocol {
-            Protocol::Grpc => tokio::spawn(grpc::serve(listener, state, stopped)),
-            Protocol::Http => tokio::spawn(http::serve(listener, state, stopped)),
+            Protocol::Grpc => tokio::spawn(grpc::serve(listener, tls, state, stopped)),
+            Protocol::Http => tokio::spawn(http::serve(listener, tls, state, stopped)),
         };
         *self.running.lock().unwrap() = Some(Running { stop, task });
     }
 
-    /// Base URL, like `OTEL_EXPORTER_OTLP_ENDPOINT` (`http://127.0.0.1:PORT`).
+    /// Base URL, like `OTEL_EXPORTER_OTLP_ENDPOINT` (`http://127.0.0.1:PORT`, or https).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The TLS certificate clients must trust (PEM), for a TLS receiver.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|(_, pem)| pem.as_str())
     }
 
     pub fn addr(&self) -> SocketAddr {

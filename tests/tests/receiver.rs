@@ -230,3 +230,46 @@ async fn wait_for_spans_is_bounded_and_says_what_arrived() {
         "0 of 1 spans arrived within 200ms (0 requests attempted)"
     );
 }
+
+#[tokio::test]
+async fn serves_tls_with_a_certificate_clients_can_trust() {
+    let h = OtlpReceiver::start_http_tls().await.unwrap();
+    assert!(h.endpoint().starts_with("https://127.0.0.1:"));
+    let ca = reqwest::Certificate::from_pem(h.ca_pem().unwrap().as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let ok = client
+        .post(format!("{}/v1/traces", h.endpoint()))
+        .header("content-type", "application/x-protobuf")
+        .body(request(&["a"]).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    // A client that does not trust the certificate is refused.
+    assert!(
+        reqwest::Client::new()
+            .post(format!("{}/v1/traces", h.endpoint()))
+            .send()
+            .await
+            .is_err()
+    );
+
+    let g = OtlpReceiver::start_grpc_tls().await.unwrap();
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(g.ca_pem().unwrap()));
+    let channel = tonic::transport::Endpoint::from_shared(g.endpoint())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    TraceServiceClient::new(channel)
+        .export(request(&["b"]))
+        .await
+        .unwrap();
+    assert_eq!(g.spans()[0].name, "b");
+}
