@@ -9,7 +9,8 @@
 //!   `OTEL_EXPORTER_OTLP_PROTOCOL`; unset, it is http/protobuf as the spec says, except that an
 //!   endpoint on port 4317 (the OTLP/gRPC port) means grpc: sending HTTP/1 to a gRPC port is the
 //!   most common misconfiguration and could never work.
-//! - Headers: `OTEL_EXPORTER_OTLP_TRACES_HEADERS` replaces `OTEL_EXPORTER_OTLP_HEADERS` whole.
+//! - Headers: `OTEL_EXPORTER_OTLP_TRACES_HEADERS` replaces `OTEL_EXPORTER_OTLP_HEADERS` whole;
+//!   likewise `..._TIMEOUT` and `..._CERTIFICATE`.
 //! - Batching: `OTEL_BSP_*`, with agent defaults (see [`BatchConfig::default`]).
 //!
 //! Empty variables count as unset, as the spec requires.
@@ -50,6 +51,9 @@ pub struct OtlpConfig {
     pub headers: Vec<(String, String)>,
     /// Per-attempt timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`, default 10 s).
     pub timeout: Duration,
+    /// PEM file of the CA(s) trusted for https instead of the system's roots
+    /// (`OTEL_EXPORTER_OTLP_CERTIFICATE`): for collectors behind a private CA.
+    pub ca_certificate: Option<PathBuf>,
 }
 
 /// Batch span processor settings, one queue per output.
@@ -193,6 +197,10 @@ impl ExportConfig {
             },
         };
 
+        let ca_certificate = var("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE")
+            .or_else(|| var("OTEL_EXPORTER_OTLP_CERTIFICATE"))
+            .map(PathBuf::from);
+
         let otlp = endpoint.map(|endpoint| {
             let protocol = protocol.unwrap_or_else(|| match endpoint.url().port() {
                 Some(4317) => Protocol::Grpc,
@@ -203,6 +211,7 @@ impl ExportConfig {
                 protocol,
                 headers,
                 timeout,
+                ca_certificate,
             }
         });
 

@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tracer_e2e::{AttrValue, Failure, OtlpReceiver, ReceivedSpan};
 
 use super::clock::monotonic_now_ns;
-use super::testutil::{process, span};
+use super::testutil::{process, span, temp_path};
 use super::*;
 use crate::span::{Attribute, SpanKind};
 
@@ -183,6 +183,38 @@ async fn http_export_arrives_complete() {
 }
 
 #[tokio::test]
+async fn https_endpoints_verify_the_collector_with_the_configured_ca() {
+    for r in [
+        OtlpReceiver::start_grpc_tls().await.unwrap(),
+        OtlpReceiver::start_http_tls().await.unwrap(),
+    ] {
+        let protocol = match r.protocol() {
+            tracer_e2e::Protocol::Grpc => "grpc",
+            tracer_e2e::Protocol::Http => "http/protobuf",
+        };
+        assert!(r.endpoint().starts_with("https://"));
+        // Without the collector's CA the system roots are used, and they do not trust it.
+        let exporter = Exporter::start(config(to(&r, protocol), &[]), "h".into()).unwrap();
+        exporter.submit(trace_now().remove(0));
+        let stats = stats_when(&exporter, |s| s.dropped_export_failed == 1).await;
+        assert_eq!(stats.exported, 0, "{protocol}");
+        exporter.shutdown(WAIT).await;
+
+        let ca = temp_path("ca.pem");
+        std::fs::write(&ca, r.ca_pem().unwrap()).unwrap();
+        let vars = [("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.to_str().unwrap())];
+        let c = config(to(&r, protocol), &vars);
+        let exporter = Exporter::start(c, "test-host".into()).unwrap();
+        for s in trace_now() {
+            exporter.submit(s);
+        }
+        check_trace(&r.wait_for_spans(3, WAIT).await.unwrap());
+        exporter.shutdown(WAIT).await;
+        let _ = std::fs::remove_dir_all(ca.parent().unwrap());
+    }
+}
+
+#[tokio::test]
 async fn retryable_failures_are_retried_and_delivered() {
     for r in [
         OtlpReceiver::start_grpc().await.unwrap(),
@@ -312,10 +344,7 @@ async fn shutdown_flushes_pending_spans_and_is_bounded_when_the_collector_is_dea
 #[tokio::test]
 async fn json_lines_output_fans_out_with_otlp_and_parses_back() {
     let r = OtlpReceiver::start_http().await.unwrap();
-    let dir = std::env::temp_dir().join(format!("tracer-export-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("spans.jsonl");
-    let _ = std::fs::remove_file(&path);
+    let path = temp_path("spans.jsonl");
     let args = ExportArgs {
         output: Some(path.clone()),
         ..to(&r, "http/protobuf")
@@ -332,7 +361,7 @@ async fn json_lines_output_fans_out_with_otlp_and_parses_back() {
     assert_eq!(r.spans().len(), 6, "OTLP got every span too");
 
     let text = std::fs::read_to_string(&path).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
     let mut names = Vec::new();
     for line in text.lines() {
         let req: ExportTraceServiceRequest = serde_json::from_str(line).unwrap();

@@ -47,3 +47,16 @@ pub fn span(
         process: process.clone(),
     }
 }
+
+/// A fresh path in a directory of its own under the system temp dir, unique per call.
+pub fn temp_path(file: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "tracer-export-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(file)
+}

@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use super::config::{OtlpConfig, Protocol};
 use super::json;
@@ -100,8 +100,12 @@ impl GrpcTransport {
             .timeout(config.timeout)
             .user_agent(user_agent())?;
         if config.endpoint.starts_with("https:") {
+            let tls = match read_ca(config)? {
+                Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+                None => ClientTlsConfig::new().with_native_roots(),
+            };
             endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().with_native_roots())
+                .tls_config(tls)
                 .context("setting up TLS for the gRPC endpoint")?;
         }
         let mut metadata = MetadataMap::new();
@@ -167,7 +171,13 @@ impl HttpTransport {
                 HeaderValue::from_str(value)?,
             );
         }
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder();
+        if let Some(pem) = read_ca(config)? {
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .context("parsing OTEL_EXPORTER_OTLP_CERTIFICATE")?;
+            client = client.tls_certs_only(certs);
+        }
+        let client = client
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             // A redirect of a POST is a misconfigured endpoint, not something to follow.
@@ -257,6 +267,16 @@ fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
         .create(true)
         .append(true)
         .open(path)
+}
+
+/// The CA bundle to trust instead of the system roots, if one is configured.
+fn read_ca(config: &OtlpConfig) -> Result<Option<Vec<u8>>> {
+    let Some(path) = &config.ca_certificate else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path)
+        .with_context(|| format!("reading OTLP CA certificate {}", path.display()))?;
+    Ok(Some(pem))
 }
 
 fn delivered(reply: ExportTraceServiceResponse) -> Delivered {

@@ -219,7 +219,21 @@ fn timeouts_and_batch_settings() {
         }
     );
     let c = resolve(endpoint_flag("http://c"), &[]).unwrap();
-    assert_eq!(c.otlp.unwrap().timeout, Duration::from_secs(10));
+    let o = c.otlp.unwrap();
+    assert_eq!(o.timeout, Duration::from_secs(10));
+    assert_eq!(o.ca_certificate, None);
+}
+
+#[test]
+fn ca_certificate_traces_specific_wins() {
+    let vars = [
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/generic.pem"),
+        ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/traces.pem"),
+    ];
+    let o = otlp(endpoint_flag("https://c"), &vars);
+    assert_eq!(o.ca_certificate, Some(PathBuf::from("/traces.pem")));
+    let o = otlp(endpoint_flag("https://c"), &vars[..1]);
+    assert_eq!(o.ca_certificate, Some(PathBuf::from("/generic.pem")));
 }
 
 #[test]
