@@ -42,7 +42,7 @@ impl TraceService for Service {
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect();
         self.0.record(headers, request.into_inner());
-        Ok(Response::new(ExportTraceServiceResponse::default()))
+        Ok(Response::new(self.0.reply()))
     }
 }
 
@@ -52,7 +52,8 @@ pub(crate) async fn serve(
     state: Arc<State>,
     stop: oneshot::Receiver<()>,
 ) {
-    let service = TraceServiceServer::new(Service(state));
+    let service = TraceServiceServer::new(Service(state))
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     accept_loop(listener, tls, stop, move |stream| {
         let service = TowerToHyperService::new(service.clone());
         async move {

@@ -10,9 +10,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -78,7 +76,25 @@ async fn handle(
         };
         return Ok(answer(status, "text/plain", "receiver told to fail"));
     }
-    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+    let body = match headers.get("content-encoding").map(String::as_str) {
+        None | Some("identity") => body.to_vec(),
+        Some("gzip") => {
+            let mut plain = Vec::new();
+            let mut decoder = flate2::read::GzDecoder::new(&body[..]);
+            if std::io::Read::read_to_end(&mut decoder, &mut plain).is_err() {
+                return Ok(answer(StatusCode::BAD_REQUEST, "text/plain", "bad gzip"));
+            }
+            plain
+        }
+        Some(_) => {
+            return Ok(answer(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "text/plain",
+                "unsupported content-encoding",
+            ));
+        }
+    };
+    let Ok(request) = ExportTraceServiceRequest::decode(&body[..]) else {
         return Ok(answer(
             StatusCode::BAD_REQUEST,
             "text/plain",
@@ -86,7 +102,7 @@ async fn handle(
         ));
     };
     state.record(headers, request);
-    let reply = ExportTraceServiceResponse::default().encode_to_vec();
+    let reply = state.reply().encode_to_vec();
     Ok(answer(StatusCode::OK, PROTOBUF, reply))
 }
 

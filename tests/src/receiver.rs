@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
@@ -44,6 +46,8 @@ struct Faults {
     always: Option<Failure>,
     /// Wait this long before answering.
     delay: Duration,
+    /// Accept, but report this many spans rejected, with this message.
+    partial: Option<(i64, String)>,
 }
 
 /// State shared by the servers and the test.
@@ -73,6 +77,19 @@ impl State {
             tokio::time::sleep(delay).await;
         }
         failure
+    }
+
+    /// The answer to an accepted request.
+    pub(crate) fn reply(&self) -> ExportTraceServiceResponse {
+        let partial = self.faults.lock().unwrap().partial.clone();
+        ExportTraceServiceResponse {
+            partial_success: partial.map(|(rejected_spans, error_message)| {
+                ExportTracePartialSuccess {
+                    rejected_spans,
+                    error_message,
+                }
+            }),
+        }
     }
 
     pub(crate) fn record(
@@ -266,6 +283,11 @@ impl OtlpReceiver {
     /// Answers every request with `failure` (`None`: normal answers again).
     pub fn set_failure(&self, failure: Option<Failure>) {
         self.state.faults.lock().unwrap().always = failure;
+    }
+
+    /// Accepts requests but answers that `rejected` spans were refused (partial success).
+    pub fn set_partial_success(&self, rejected: Option<(i64, &str)>) {
+        self.state.faults.lock().unwrap().partial = rejected.map(|(n, m)| (n, m.to_string()));
     }
 
     /// Delays every answer.
