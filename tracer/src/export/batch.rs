@@ -19,6 +19,12 @@ use crate::span::Span;
 /// How often a continuing failure is logged.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Rate-limited logs: failed exports, and spans refused in a partial success.
+struct Logs {
+    failures: FailureLog,
+    rejections: FailureLog,
+}
+
 pub struct BatchWorker {
     pub rx: mpsc::Receiver<Arc<Span>>,
     pub transport: Transport,
@@ -33,7 +39,10 @@ impl BatchWorker {
     /// Runs until the queue is closed and drained.
     pub async fn run(mut self) {
         let max = self.batch.max_export_batch_size.max(1);
-        let mut log = FailureLog::new(LOG_INTERVAL);
+        let mut log = Logs {
+            failures: FailureLog::new(LOG_INTERVAL),
+            rejections: FailureLog::new(LOG_INTERVAL),
+        };
         let mut batch: Vec<Arc<Span>> = Vec::with_capacity(max);
         // When the oldest span of the current batch must be sent at the latest.
         let mut due: Option<Instant> = None;
@@ -68,7 +77,7 @@ impl BatchWorker {
         }
     }
 
-    async fn export(&mut self, spans: Vec<Arc<Span>>, log: &mut FailureLog) {
+    async fn export(&mut self, spans: Vec<Arc<Span>>, log: &mut Logs) {
         let n = spans.len() as u64;
         let request = build_request(&spans, &self.resources, &self.clock);
         drop(spans);
@@ -93,18 +102,27 @@ impl BatchWorker {
                     let rejected = delivered.rejected_spans.min(n);
                     SinkCounters::add(&self.counters.exported, n - rejected);
                     SinkCounters::add(&self.counters.rejected_by_collector, rejected);
-                    if let Some(line) = log.success(&target, std::time::Instant::now()) {
+                    let now = std::time::Instant::now();
+                    if let Some(line) = log.failures.success(&target, now) {
                         tracing::info!("{line}");
                     }
-                    if rejected > 0 {
-                        tracing::debug!("{target}: the collector rejected {rejected} spans");
+                    if rejected > 0 || !delivered.message.is_empty() {
+                        // Partial success: not retryable, but worth knowing (rate-limited).
+                        let what = format!(
+                            "collector rejected {rejected} of {n} spans: {}",
+                            delivered.message
+                        );
+                        if let Some(line) = log.rejections.failure(&target, &what, now) {
+                            tracing::warn!("{line}");
+                        }
                     }
                     return;
                 }
                 Err(error) => error,
             };
             SinkCounters::add(&self.counters.export_errors, 1);
-            if let Some(line) = log.failure(&target, &error.message, std::time::Instant::now()) {
+            let now = std::time::Instant::now();
+            if let Some(line) = log.failures.failure(&target, &error.message, now) {
                 tracing::warn!("{line}");
             }
             let wait = backoff(

@@ -10,7 +10,7 @@
 //!   endpoint on port 4317 (the OTLP/gRPC port) means grpc: sending HTTP/1 to a gRPC port is the
 //!   most common misconfiguration and could never work.
 //! - Headers: `OTEL_EXPORTER_OTLP_TRACES_HEADERS` replaces `OTEL_EXPORTER_OTLP_HEADERS` whole;
-//!   likewise `..._TIMEOUT` and `..._CERTIFICATE`.
+//!   likewise `..._TIMEOUT`, `..._CERTIFICATE` and `..._COMPRESSION`.
 //! - Batching: `OTEL_BSP_*`, with agent defaults (see [`BatchConfig::default`]).
 //!
 //! Empty variables count as unset, as the spec requires.
@@ -41,6 +41,14 @@ pub enum Protocol {
     HttpProtobuf,
 }
 
+/// `OTEL_EXPORTER_OTLP_COMPRESSION`: none by default, as the spec says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+}
+
 /// Where and how OTLP is sent.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OtlpConfig {
@@ -54,6 +62,7 @@ pub struct OtlpConfig {
     /// PEM file of the CA(s) trusted for https instead of the system's roots
     /// (`OTEL_EXPORTER_OTLP_CERTIFICATE`): for collectors behind a private CA.
     pub ca_certificate: Option<PathBuf>,
+    pub compression: Compression,
 }
 
 /// Batch span processor settings, one queue per output.
@@ -121,6 +130,8 @@ pub struct TerminalConfig {
     pub max_traces: usize,
     /// Spans held per trace; a trace reaching this is printed early.
     pub max_spans_per_trace: usize,
+    /// Spans held in all; past this the oldest traces are printed early.
+    pub max_spans: usize,
     /// Spans waiting for the printer thread before `submit` drops.
     pub max_queue_size: usize,
 }
@@ -131,6 +142,7 @@ impl Default for TerminalConfig {
             quiet_period: Duration::from_secs(1),
             max_traces: 1000,
             max_spans_per_trace: 500,
+            max_spans: 10_000,
             max_queue_size: 8192,
         }
     }
@@ -201,6 +213,14 @@ impl ExportConfig {
             .or_else(|| var("OTEL_EXPORTER_OTLP_CERTIFICATE"))
             .map(PathBuf::from);
 
+        let compression = match var("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION") {
+            Some(c) => parse_compression("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", &c)?,
+            None => match var("OTEL_EXPORTER_OTLP_COMPRESSION") {
+                Some(c) => parse_compression("OTEL_EXPORTER_OTLP_COMPRESSION", &c)?,
+                None => Compression::None,
+            },
+        };
+
         let otlp = endpoint.map(|endpoint| {
             let protocol = protocol.unwrap_or_else(|| match endpoint.url().port() {
                 Some(4317) => Protocol::Grpc,
@@ -212,6 +232,7 @@ impl ExportConfig {
                 headers,
                 timeout,
                 ca_certificate,
+                compression,
             }
         });
 
@@ -248,6 +269,27 @@ impl ExportConfig {
             retry: RetryConfig::default(),
             resource,
         })
+    }
+}
+
+impl ExportConfig {
+    /// One line for the agent's startup log: where spans go.
+    pub fn summary(&self) -> String {
+        let mut outputs = Vec::new();
+        if let Some(o) = &self.otlp {
+            let protocol = match o.protocol {
+                Protocol::Grpc => "grpc",
+                Protocol::HttpProtobuf => "http/protobuf",
+            };
+            outputs.push(format!("OTLP {protocol} to {}", o.endpoint));
+        }
+        if let Some(path) = &self.output {
+            outputs.push(format!("OTLP/JSON lines to {}", path.display()));
+        }
+        if self.terminal.is_some() {
+            outputs.push("terminal waterfalls (no OTLP endpoint configured)".to_string());
+        }
+        format!("exporting spans as {}", outputs.join(", "))
     }
 }
 
@@ -290,6 +332,14 @@ fn parse_protocol(name: &str, raw: &str) -> Result<Protocol> {
         "grpc" => Ok(Protocol::Grpc),
         "http/protobuf" => Ok(Protocol::HttpProtobuf),
         other => bail!("invalid {name} \"{other}\": expected grpc or http/protobuf"),
+    }
+}
+
+fn parse_compression(name: &str, raw: &str) -> Result<Compression> {
+    match raw.trim() {
+        "gzip" => Ok(Compression::Gzip),
+        "none" => Ok(Compression::None),
+        other => bail!("invalid {name} \"{other}\": expected gzip or none"),
     }
 }
 

@@ -183,6 +183,28 @@ async fn http_export_arrives_complete() {
 }
 
 #[tokio::test]
+async fn gzip_compression_when_configured() {
+    for r in [
+        OtlpReceiver::start_grpc().await.unwrap(),
+        OtlpReceiver::start_http().await.unwrap(),
+    ] {
+        let (protocol, header) = match r.protocol() {
+            tracer_e2e::Protocol::Grpc => ("grpc", "grpc-encoding"),
+            tracer_e2e::Protocol::Http => ("http/protobuf", "content-encoding"),
+        };
+        let vars = [("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")];
+        let exporter =
+            Exporter::start(config(to(&r, protocol), &vars), "test-host".into()).unwrap();
+        for s in trace_now() {
+            exporter.submit(s);
+        }
+        check_trace(&r.wait_for_spans(3, WAIT).await.unwrap());
+        assert_eq!(r.requests()[0].headers[header], "gzip", "{protocol}");
+        exporter.shutdown(WAIT).await;
+    }
+}
+
+#[tokio::test]
 async fn https_endpoints_verify_the_collector_with_the_configured_ca() {
     for r in [
         OtlpReceiver::start_grpc_tls().await.unwrap(),
@@ -264,6 +286,30 @@ async fn permanent_failures_are_not_retried_but_counted() {
     r.wait_for_spans(1, WAIT).await.unwrap();
     assert_eq!(r.attempts(), 2);
     exporter.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn partial_success_is_counted_not_retried() {
+    for r in [
+        OtlpReceiver::start_grpc().await.unwrap(),
+        OtlpReceiver::start_http().await.unwrap(),
+    ] {
+        let protocol = match r.protocol() {
+            tracer_e2e::Protocol::Grpc => "grpc",
+            tracer_e2e::Protocol::Http => "http/protobuf",
+        };
+        r.set_partial_success(Some((1, "span too old")));
+        let exporter = Exporter::start(config(to(&r, protocol), &[]), "h".into()).unwrap();
+        for s in trace_now() {
+            exporter.submit(s);
+        }
+        let stats = stats_when(&exporter, |s| s.exported == 2).await;
+        let otlp = stats.sink("otlp").unwrap();
+        assert_eq!(otlp.rejected_by_collector, 1, "{protocol}");
+        assert_eq!((otlp.retries, otlp.export_errors), (0, 0), "{protocol}");
+        assert_eq!(r.attempts(), 1, "{protocol}");
+        exporter.shutdown(WAIT).await;
+    }
 }
 
 #[tokio::test]

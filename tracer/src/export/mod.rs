@@ -32,8 +32,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use config::{
-    BatchConfig, ExportArgs, ExportConfig, OtlpConfig, Protocol, ResourceConfig, RetryConfig,
-    TerminalConfig,
+    BatchConfig, Compression, ExportArgs, ExportConfig, OtlpConfig, Protocol, ResourceConfig,
+    RetryConfig, TerminalConfig,
 };
 pub use stats::{ExportStats, SinkStats};
 

@@ -73,6 +73,7 @@ pub struct ExportStats {
     pub dropped_queue_full: u64,
     pub dropped_export_failed: u64,
     pub export_errors: u64,
+    /// Spans waiting in the queues (a batch being exported is not counted).
     pub queue_depth: usize,
     pub sinks: Vec<SinkStats>,
 }

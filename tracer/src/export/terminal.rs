@@ -20,6 +20,8 @@ use crate::span::{Span, TraceId};
 pub struct Assembler {
     config: TerminalConfig,
     traces: HashMap<TraceId, Pending>,
+    /// Spans in `traces`.
+    held: usize,
 }
 
 struct Pending {
@@ -35,34 +37,44 @@ impl Assembler {
         Self {
             config,
             traces: HashMap::new(),
+            held: 0,
         }
     }
 
     /// Adds a span; returns traces that must be printed now to stay within bounds.
     pub fn add(&mut self, span: Arc<Span>, now: Instant) -> Vec<Ready> {
         let mut ready = Vec::new();
-        if !self.traces.contains_key(&span.trace_id) && self.traces.len() >= self.config.max_traces
-        {
-            let oldest = self
-                .traces
-                .iter()
-                .min_by_key(|(_, p)| p.last_seen)
-                .map(|(id, _)| *id);
-            if let Some(id) = oldest {
-                ready.push((self.traces.remove(&id).unwrap().spans, true));
-            }
-        }
         let id = span.trace_id;
+        if !self.traces.contains_key(&id) && self.traces.len() >= self.config.max_traces {
+            ready.extend(self.evict_oldest());
+        }
         let pending = self.traces.entry(id).or_insert_with(|| Pending {
             spans: Vec::new(),
             last_seen: now,
         });
         pending.spans.push(span);
         pending.last_seen = now;
+        self.held += 1;
         if pending.spans.len() >= self.config.max_spans_per_trace {
-            ready.push((self.traces.remove(&id).unwrap().spans, true));
+            ready.push((self.remove(&id), true));
+        }
+        while self.held > self.config.max_spans {
+            ready.extend(self.evict_oldest());
         }
         ready
+    }
+
+    /// The least recently seen trace, printed early.
+    fn evict_oldest(&mut self) -> Option<Ready> {
+        let (id, _) = self.traces.iter().min_by_key(|(_, p)| p.last_seen)?;
+        let id = *id;
+        Some((self.remove(&id), true))
+    }
+
+    fn remove(&mut self, id: &TraceId) -> Vec<Arc<Span>> {
+        let spans = self.traces.remove(id).map(|p| p.spans).unwrap_or_default();
+        self.held -= spans.len();
+        spans
     }
 
     /// Removes the traces quiet for the quiet period, oldest first.
@@ -76,12 +88,13 @@ impl Assembler {
             .collect();
         ids.sort();
         ids.into_iter()
-            .map(|(_, id)| (self.traces.remove(&id).unwrap().spans, false))
+            .map(|(_, id)| (self.remove(&id), false))
             .collect()
     }
 
     /// Removes everything (shutdown), oldest first.
     pub fn take_all(&mut self) -> Vec<Ready> {
+        self.held = 0;
         let mut all: Vec<Pending> = self.traces.drain().map(|(_, p)| p).collect();
         all.sort_by_key(|p| p.last_seen);
         all.into_iter().map(|p| (p.spans, false)).collect()
@@ -166,6 +179,7 @@ mod tests {
             quiet_period: Duration::from_secs(1),
             max_traces: 2,
             max_spans_per_trace: 3,
+            max_spans: 5,
             max_queue_size: 10,
         }
     }
@@ -217,5 +231,25 @@ mod tests {
         let ready = a.add(Arc::new(span(&p, 2, 3, None, "a", 0, 1)), at(4));
         assert_eq!(ids(&ready), vec![(2, 3, true)]);
         assert_eq!(ids(&a.take_all()), vec![(3, 1, false)]);
+    }
+
+    #[test]
+    fn bounds_spans_held_in_all() {
+        let p = process(1, "svc");
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut a = Assembler::new(TerminalConfig {
+            max_traces: 10,
+            max_spans_per_trace: 10,
+            ..config()
+        });
+        for (i, trace) in [1, 1, 2, 2, 3].into_iter().enumerate() {
+            let s = Arc::new(span(&p, trace, i as u8, None, "a", 0, 1));
+            assert!(a.add(s, at(i as u64)).is_empty());
+        }
+        // A sixth span held: the least recently seen trace (1) goes.
+        let ready = a.add(Arc::new(span(&p, 4, 9, None, "a", 0, 1)), at(9));
+        assert_eq!(ids(&ready), vec![(1, 2, true)]);
+        assert_eq!((a.held, a.len()), (4, 3));
     }
 }

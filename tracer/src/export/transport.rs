@@ -9,11 +9,14 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse, trace_service_client::TraceServiceClient,
 };
 use prost::Message;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{
+    CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER,
+};
+use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use super::config::{OtlpConfig, Protocol};
+use super::config::{Compression, OtlpConfig, Protocol};
 use super::json;
 
 /// A failed attempt.
@@ -47,6 +50,8 @@ impl ExportError {
 #[derive(Debug, Default)]
 pub struct Delivered {
     pub rejected_spans: u64,
+    /// The collector's reason for rejecting, if it gave one.
+    pub message: String,
 }
 
 pub enum Transport {
@@ -117,10 +122,14 @@ impl GrpcTransport {
                 .with_context(|| format!("header {key} has a value gRPC cannot carry"))?;
             metadata.insert(key, value);
         }
+        // Lazy: a collector that is down at startup must not stop the agent.
+        let mut client = TraceServiceClient::new(endpoint.connect_lazy());
+        if config.compression == Compression::Gzip {
+            client = client.send_compressed(CompressionEncoding::Gzip);
+        }
         Ok(Self {
             endpoint: config.endpoint.clone(),
-            // Lazy: a collector that is down at startup must not stop the agent.
-            client: TraceServiceClient::new(endpoint.connect_lazy()),
+            client,
             metadata,
             timeout: config.timeout,
         })
@@ -160,6 +169,7 @@ impl GrpcTransport {
 pub struct HttpTransport {
     url: String,
     client: reqwest::Client,
+    gzip: bool,
 }
 
 impl HttpTransport {
@@ -189,15 +199,22 @@ impl HttpTransport {
         Ok(Self {
             url: config.endpoint.clone(),
             client,
+            gzip: config.compression == Compression::Gzip,
         })
     }
 
     async fn send(&mut self, req: &ExportTraceServiceRequest) -> Result<Delivered, ExportError> {
-        let response = self
+        let mut post = self
             .client
             .post(&self.url)
-            .header(CONTENT_TYPE, "application/x-protobuf")
-            .body(req.encode_to_vec())
+            .header(CONTENT_TYPE, "application/x-protobuf");
+        let body = req.encode_to_vec();
+        post = if self.gzip {
+            post.header(CONTENT_ENCODING, "gzip").body(gzip(&body))
+        } else {
+            post.body(body)
+        };
+        let response = post
             .send()
             .await
             // Connection refused, reset, timeout: the collector may come back.
@@ -229,6 +246,14 @@ impl HttpTransport {
             message,
         })
     }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing to a Vec cannot fail.
+    encoder.write_all(data).expect("gzip into memory");
+    encoder.finish().expect("gzip into memory")
 }
 
 /// Appends OTLP/JSON lines. The file is opened for every batch, so that log rotation
@@ -280,11 +305,10 @@ fn read_ca(config: &OtlpConfig) -> Result<Option<Vec<u8>>> {
 }
 
 fn delivered(reply: ExportTraceServiceResponse) -> Delivered {
+    let partial = reply.partial_success.unwrap_or_default();
     Delivered {
-        rejected_spans: reply
-            .partial_success
-            .map(|p| p.rejected_spans.max(0) as u64)
-            .unwrap_or(0),
+        rejected_spans: partial.rejected_spans.max(0) as u64,
+        message: partial.error_message,
     }
 }
 

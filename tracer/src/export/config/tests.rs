@@ -22,6 +22,23 @@ fn otlp(args: ExportArgs, vars: &[(&str, &str)]) -> OtlpConfig {
 }
 
 #[test]
+fn summary_names_every_output() {
+    let args = ExportArgs {
+        otlp_protocol: Some("grpc".into()),
+        output: Some("/tmp/s.jsonl".into()),
+        ..endpoint_flag("http://c:4317")
+    };
+    assert_eq!(
+        resolve(args, &[]).unwrap().summary(),
+        "exporting spans as OTLP grpc to http://c:4317/, OTLP/JSON lines to /tmp/s.jsonl"
+    );
+    assert_eq!(
+        resolve(ExportArgs::default(), &[]).unwrap().summary(),
+        "exporting spans as terminal waterfalls (no OTLP endpoint configured)"
+    );
+}
+
+#[test]
 fn no_endpoint_means_terminal_only() {
     let c = resolve(ExportArgs::default(), &[]).unwrap();
     assert_eq!(c.otlp, None);
@@ -222,6 +239,31 @@ fn timeouts_and_batch_settings() {
     let o = c.otlp.unwrap();
     assert_eq!(o.timeout, Duration::from_secs(10));
     assert_eq!(o.ca_certificate, None);
+}
+
+#[test]
+fn compression() {
+    assert_eq!(
+        otlp(endpoint_flag("http://c"), &[]).compression,
+        Compression::None
+    );
+    let vars = [
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "none"),
+        ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip"),
+    ];
+    assert_eq!(
+        otlp(endpoint_flag("http://c"), &vars).compression,
+        Compression::Gzip
+    );
+    assert_eq!(
+        resolve(
+            endpoint_flag("http://c"),
+            &[("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")]
+        )
+        .unwrap_err()
+        .to_string(),
+        "invalid OTEL_EXPORTER_OTLP_COMPRESSION \"zstd\": expected gzip or none"
+    );
 }
 
 #[test]
