@@ -492,3 +492,65 @@ async fn terminal_prints_waterfalls_when_quiet_and_at_shutdown() {
         2
     );
 }
+
+/// Collects the messages of WARN and ERROR events.
+#[derive(Clone, Default)]
+struct Warnings(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    self.0 = format!("{v:?}");
+                }
+            }
+        }
+        if *event.metadata().level() <= tracing::Level::WARN {
+            let mut m = Message(String::new());
+            event.record(&mut m);
+            self.0.lock().unwrap().push(m.0);
+        }
+    }
+}
+
+#[tokio::test]
+async fn many_failures_make_one_log_line() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let warnings = Warnings::default();
+    // Thread-local: the test's single-threaded runtime runs the exporter's tasks here too.
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
+    let r = OtlpReceiver::start_http().await.unwrap();
+    r.set_failure(Some(Failure::InvalidArgument));
+    let mut c = config(
+        to(&r, "http/protobuf"),
+        &[("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")],
+    );
+    c.retry.max_attempts = 1;
+    let exporter = Exporter::start(c, "h".into()).unwrap();
+    let p = process(1, "svc");
+    for i in 0..30 {
+        exporter.submit(span(&p, 1, i, None, "x", 0, 1));
+    }
+    let stats = stats_when(&exporter, |s| s.export_errors == 30).await;
+    assert_eq!(stats.dropped_export_failed, 30);
+    let lines = warnings.0.lock().unwrap().clone();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "OTLP export to {}/v1/traces failing: HTTP 400",
+            r.endpoint()
+        )),
+        "{}",
+        lines[0]
+    );
+    exporter.shutdown(WAIT).await;
+}
+
+#[test]
+fn exporter_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Exporter>();
+}

@@ -5,6 +5,19 @@
 //! processor: a dead collector fills only its own queue and never slows the file or the
 //! terminal. [`Exporter::submit`] never blocks; a span an output cannot take is dropped and
 //! counted in [`ExportStats`].
+//!
+//! Use from the agent:
+//! ```ignore
+//! let config = ExportConfig::resolve(&args, &|k| std::env::var(k).ok())?; // bad value: exit
+//! tracing::info!("{}", config.summary());
+//! let exporter = Exporter::start(config, host_name)?; // inside the tokio runtime
+//! exporter.submit(span);                               // from the pipeline, any thread
+//! exporter.shutdown(Duration::from_secs(5)).await;     // on exit: flushes what is queued
+//! ```
+//! `service.name` precedence needs [`ProcessMeta::service_name_is_explicit`]: set it when the
+//! operator named the service (`ProcessMeta::from_proc` does).
+//!
+//! [`ProcessMeta::service_name_is_explicit`]: crate::process::ProcessMeta::service_name_is_explicit
 
 mod batch;
 pub mod clock;
