@@ -7,4 +7,5 @@
 //! 5. [`sampling`]: which traces are kept
 //! 6. [`export`]: spans → OTLP (gRPC, HTTP), a JSON-lines file, or terminal waterfalls
 pub mod process;
+pub mod protocols;
 pub mod span;
