@@ -20,7 +20,8 @@ pub fn template(path: &str) -> String {
     if path.is_empty() {
         return "/".to_string();
     }
-    let mut out = String::with_capacity(path.len() + 1);
+    // A template is at most about MAX_SEGMENTS * (MAX_WORD_LEN + 1) bytes, whatever the path.
+    let mut out = String::with_capacity(path.len().min(128) + 1);
     for (i, segment) in path.split('/').enumerate() {
         if i == MAX_SEGMENTS {
             out.push_str("/*");

@@ -68,13 +68,16 @@ pub fn request_span(head: &RequestHead<'_>, role: Role) -> (String, Vec<Attribut
     attributes.push(Attribute::str(URL_SCHEME, head.scheme));
 
     let target = url::split_target(head.target);
+    // Inputs are cut before redaction so that no oversized buffer outlives this call.
     let path = target.path.map(|raw| {
+        let raw = capped(raw);
         let mut path = String::with_capacity(raw.len());
         url::push_redacted_path(&mut path, raw);
         cap(&mut path);
         path
     });
     let query = target.query.filter(|q| !q.is_empty()).map(|raw| {
+        let raw = capped(raw);
         let mut query = String::with_capacity(raw.len() + 16);
         url::push_redacted_query(&mut query, raw);
         cap(&mut query);
@@ -107,6 +110,7 @@ pub fn request_span(head: &RequestHead<'_>, role: Role) -> (String, Vec<Attribut
         attributes.push(Attribute::str(URL_FULL, full));
     }
     if let Some(agent) = head.user_agent {
+        let agent = &agent[..agent.len().min(MAX_VALUE_LEN)];
         let mut agent = String::from_utf8_lossy(agent).into_owned();
         cap(&mut agent);
         attributes.push(Attribute::str(USER_AGENT_ORIGINAL, agent));
@@ -181,7 +185,11 @@ fn capped(s: &str) -> &str {
 
 fn cap(s: &mut String) {
     let len = capped(s).len();
-    s.truncate(len);
+    if len < s.len() {
+        // Rare: give back the memory too, spans may wait a while before export.
+        s.truncate(len);
+        s.shrink_to_fit();
+    }
 }
 
 #[cfg(test)]
@@ -337,6 +345,31 @@ mod tests {
         };
         assert_eq!(v.len(), MAX_VALUE_LEN);
         assert!(v.chars().all(|c| c == 'é'));
+        // A cut inside a character leaves no replacement character behind.
+        let agent = format!("a{}", "é".repeat(MAX_VALUE_LEN));
+        h.user_agent = Some(agent.as_bytes());
+        let (_, attributes) = request_span(&h, Role::Server);
+        let Some(Value::Str(v)) = crate::span::find(&attributes, USER_AGENT_ORIGINAL) else {
+            panic!("no user agent");
+        };
+        assert_eq!(v.len(), MAX_VALUE_LEN - 1);
+        assert!(v.chars().all(|c| c == 'a' || c == 'é'));
+        let path = format!("/{}?q={}", "p".repeat(5_000), "v".repeat(5_000));
+        let h = RequestHead {
+            target: &path,
+            ..head("GET", "/", Some("h"))
+        };
+        let (name, attributes) = request_span(&h, Role::Client);
+        assert_eq!(name, "GET /{id}");
+        for key in [URL_PATH, URL_QUERY, URL_FULL] {
+            let Some(Value::Str(v)) = crate::span::find(&attributes, key) else {
+                panic!("no {key}");
+            };
+            assert!(
+                v.len() <= MAX_VALUE_LEN && v.capacity() <= MAX_VALUE_LEN + 16,
+                "{key}"
+            );
+        }
     }
 
     #[test]
