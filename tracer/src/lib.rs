@@ -8,4 +8,5 @@
 //! 6. [`export`]: spans → OTLP (gRPC, HTTP), a JSON-lines file, or terminal waterfalls
 pub mod export;
 pub mod process;
+pub mod protocols;
 pub mod span;

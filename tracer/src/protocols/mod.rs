@@ -132,10 +132,16 @@ fn resync<P: ProtocolParser>(
 ) {
     let (bytes, _) = stream.head();
     // Offset 0 is the frame that just failed: look after it.
-    let skip = match bytes.get(1..).and_then(|rest| parser.find_boundary(dir, rest)) {
+    let skip = match bytes
+        .get(1..)
+        .and_then(|rest| parser.find_boundary(dir, rest))
+    {
         Some(offset) => stream.consume(offset as u64 + 1).map(|_| offset as u64 + 1),
         None if bytes.is_empty() => Some(stream.skip_piece()),
-        None => stream.consume(bytes.len() as u64).map(|_| bytes.len() as u64),
+        None => {
+            let n = bytes.len() as u64;
+            stream.consume(n).map(|_| n)
+        }
     };
     stats.resyncs += 1;
     stats.skipped_bytes += skip.unwrap_or(0);

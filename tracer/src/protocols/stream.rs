@@ -93,6 +93,15 @@ impl StreamBuffer {
         (&self.data[..run], false)
     }
 
+    /// The rest of the syscall holding the read position: its captured bytes not yet consumed,
+    /// and how many uncaptured bytes follow them. `None` when nothing is buffered.
+    pub fn front_piece(&self) -> Option<(&[u8], u64)> {
+        let front = self.pieces.front()?;
+        let captured_left = (front.captured as u64).saturating_sub(self.front_used);
+        let gap_left = front.len() - self.front_used - captured_left;
+        Some((&self.data[..captured_left as usize], gap_left))
+    }
+
     /// Timing of the syscall holding the next byte.
     pub fn front_time(&self) -> Option<SegTime> {
         self.pieces.front().map(|p| p.time)
@@ -198,6 +207,21 @@ mod tests {
         assert_eq!(s.consume(10_000), Some(t(2)));
         assert!(s.is_empty());
         assert_eq!(s.consume(1), None);
+    }
+
+    #[test]
+    fn front_piece_is_the_rest_of_one_syscall() {
+        let mut s = StreamBuffer::new();
+        assert_eq!(s.front_piece(), None);
+        s.push(b"abcd", 10, t(1));
+        s.push(b"ef", 2, t(2));
+        assert_eq!(s.front_piece(), Some((&b"abcd"[..], 6)));
+        s.consume(2);
+        assert_eq!(s.front_piece(), Some((&b"cd"[..], 6)));
+        s.consume(5);
+        assert_eq!(s.front_piece(), Some((&b""[..], 3)));
+        s.consume(3);
+        assert_eq!(s.front_piece(), Some((&b"ef"[..], 0)));
     }
 
     #[test]
