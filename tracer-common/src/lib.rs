@@ -19,7 +19,7 @@ pub const DEFAULT_CAPTURE_BYTES: u32 = 4096;
 /// in later iovecs is accounted in `total_len` but not captured (counted as `IovecLimit`).
 pub const MAX_IOVECS: u32 = 64;
 /// At most this many messages are reported per `sendmmsg`/`recvmmsg` call.
-pub const MAX_MMSG: u32 = 8;
+pub const MAX_MMSG: u32 = 4;
 /// Bytes of a peer `sockaddr` copied from connect/accept (sizeof(struct sockaddr_in6)).
 pub const SOCKADDR_BYTES: usize = 28;
 
@@ -190,6 +190,9 @@ pub struct DataEvent {
 pub const DATA_FLAG_READ_FAULT: u8 = 1;
 /// More iovecs than [`MAX_IOVECS`]: payload past them was not captured.
 pub const DATA_FLAG_IOVEC_LIMIT: u8 = 2;
+/// Data of this socket was lost (ring buffer full) before this event: the stream has a hole
+/// of unknown size, so the agent must resynchronise the connection.
+pub const DATA_FLAG_LOST_BEFORE: u8 = 4;
 
 /// A socket a traced process connected or accepted.
 #[repr(C)]
@@ -200,6 +203,11 @@ pub struct ConnEvent {
     pub peer_addr: [u8; SOCKADDR_BYTES],
     /// Valid bytes in `peer_addr` (0 when the process passed no address buffer).
     pub peer_addr_len: u32,
+    /// connect: the local `struct sockaddr` (the ephemeral port), handed over by the sock_ops
+    /// program that runs inside connect(); accept: unset (the agent knows the listener's).
+    pub local_addr: [u8; SOCKADDR_BYTES],
+    /// Valid bytes in `local_addr` (0 when unknown).
+    pub local_addr_len: u32,
     /// accept: the listening socket's fd; connect: -1.
     pub listen_fd: i32,
     /// connect: 0 or -EINPROGRESS; accept: 0.
@@ -230,6 +238,8 @@ pub struct SockInfo {
 pub const USER_GEN_BIT: u64 = 1 << 63;
 /// The socket was found in /proc after it was set up: the agent joined its stream mid-way.
 pub const SOCK_FLAG_PREEXISTING: u32 = 1;
+/// An event of this socket was lost; the next data event carries `DATA_FLAG_LOST_BEFORE`.
+pub const SOCK_FLAG_LOST: u32 = 2;
 
 /// Value of the `ENABLED_PROCESSES` map (key: tgid).
 #[repr(C)]
@@ -303,7 +313,7 @@ impl Counter {
 // The kernel and the agent must agree on these layouts byte for byte.
 const _: () = assert!(size_of::<EventHeader>() == 32);
 const _: () = assert!(size_of::<DataEvent>() == 56);
-const _: () = assert!(size_of::<ConnEvent>() == 72);
+const _: () = assert!(size_of::<ConnEvent>() == 104);
 const _: () = assert!(size_of::<SockKey>() == 8);
 const _: () = assert!(size_of::<SockInfo>() == 16);
 const _: () = assert!(size_of::<ProcessInfo>() == 4);

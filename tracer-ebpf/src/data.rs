@@ -7,12 +7,14 @@ use aya_ebpf::{
 };
 use core::{ffi::c_void, mem::size_of};
 use tracer_common::{
-    Counter, DATA_FLAG_IOVEC_LIMIT, DATA_FLAG_READ_FAULT, DataEvent, EventHeader, EventKind,
-    MAX_CAPTURE_BYTES, MAX_IOVECS, MAX_MMSG, SockKey, Syscall,
+    Counter, DATA_FLAG_IOVEC_LIMIT, DATA_FLAG_LOST_BEFORE, DATA_FLAG_READ_FAULT, DataEvent,
+    EventHeader, EventKind, MAX_CAPTURE_BYTES, MAX_IOVECS, MAX_MMSG, SOCK_FLAG_LOST, SockKey,
+    Syscall,
 };
 
 use crate::maps::{
-    EVENTS, IN_FLIGHT, InFlight, Layout, SCRATCH, SOCKETS, capture_bytes, count, is_enabled,
+    EVENTS, IN_FLIGHT, InFlight, Layout, SCRATCH, SOCKETS, Scratch, capture_bytes, count,
+    is_enabled,
 };
 
 const MSG_PEEK: u64 = 2;
@@ -61,24 +63,28 @@ pub fn enter(ctx: &TracePointContext, syscall: Syscall, layout: Layout, flags_ar
         Layout::None => (0, arg(ctx, 3)),
         _ => (arg(ctx, 1), arg(ctx, 2)),
     };
+    let (conn_gen, sock_flags) = unsafe { ((*sock).conn_gen, (*sock).flags) };
     let call = InFlight {
         ts_enter: unsafe { bpf_ktime_get_ns() },
-        conn_gen: unsafe { (*sock).conn_gen },
+        conn_gen,
         ptr,
         len,
         fd,
         syscall: syscall as u8,
         layout,
-        _pad: [0; 2],
+        lost: (sock_flags & SOCK_FLAG_LOST != 0) as u8,
+        _pad: 0,
     };
     if IN_FLIGHT.insert(id, call, 0).is_err() {
         count(Counter::ArgsMapFull);
     }
 }
 
-/// Exit of a data syscall: emit what moved.
+/// Exit of a data syscall: emit what moved. `layout` is a constant per exit program, so each
+/// program carries only its own payload walk (one program with all of them is too large for
+/// the verifier).
 #[inline(always)]
-pub fn exit(ctx: &TracePointContext) {
+pub fn exit(ctx: &TracePointContext, layout: Layout) {
     let id = unsafe { bpf_get_current_pid_tgid() };
     let Some(call) = IN_FLIGHT.get_ptr(id) else {
         return;
@@ -86,12 +92,12 @@ pub fn exit(ctx: &TracePointContext) {
     let call = unsafe { *call };
     let _ = IN_FLIGHT.remove(id);
     let ret = ret(ctx);
-    if ret <= 0 {
+    if ret <= 0 || call.layout != layout {
         return;
     }
     let ts_exit = unsafe { bpf_ktime_get_ns() };
     let ret = ret as u64;
-    match call.layout {
+    match layout {
         Layout::Buffer => emit(id, &call, ts_exit, ret, Payload::Buffer(call.ptr)),
         Layout::Iovec => emit(id, &call, ts_exit, ret, Payload::Iovec(call.ptr, call.len)),
         Layout::Msghdr => {
@@ -142,13 +148,13 @@ fn emit(id: u64, call: &InFlight, ts_exit: u64, total: u64, payload: Payload) {
     let base = scratch.payload.as_mut_ptr();
     let (mut captured, mut flags) = match payload {
         Payload::Buffer(ptr) => {
-            if copy_user(base, 0, ptr, limit) {
+            if copy_user(base, ptr, limit) {
                 (limit, 0)
             } else {
                 (0, DATA_FLAG_READ_FAULT)
             }
         }
-        Payload::Iovec(iov, iovlen) => gather(base, iov, iovlen, limit),
+        Payload::Iovec(iov, iovlen) => gather(scratch, iov, iovlen, limit),
         Payload::None => (0, 0),
     };
     if flags & DATA_FLAG_READ_FAULT != 0 {
@@ -163,6 +169,9 @@ fn emit(id: u64, call: &InFlight, ts_exit: u64, total: u64, payload: Payload) {
     if captured > MAX {
         captured = MAX;
         flags |= DATA_FLAG_READ_FAULT;
+    }
+    if call.lost != 0 {
+        flags |= DATA_FLAG_LOST_BEFORE;
     }
     let syscall = call.syscall;
     scratch.event = DataEvent {
@@ -184,10 +193,34 @@ fn emit(id: u64, call: &InFlight, ts_exit: u64, total: u64, payload: Payload) {
     };
     let len = size_of::<DataEvent>() + captured as usize;
     let record = unsafe { core::slice::from_raw_parts(scratch as *const _ as *const u8, len) };
+    let key = SockKey {
+        tgid: (id >> 32) as u32,
+        fd: call.fd,
+    };
     if EVENTS.output::<[u8]>(record, 0).is_ok() {
         count(Counter::DataEvents);
+        if call.lost != 0 {
+            set_lost(key, call.conn_gen, false);
+        }
     } else {
         count(Counter::RingFull);
+        set_lost(key, call.conn_gen, true);
+    }
+}
+
+/// Marks (or clears) the socket's lost-data flag, if the fd still holds the same connection.
+#[inline(always)]
+fn set_lost(key: SockKey, conn_gen: u64, lost: bool) {
+    if let Some(info) = SOCKETS.get_ptr_mut(key) {
+        unsafe {
+            if (*info).conn_gen == conn_gen {
+                if lost {
+                    (*info).flags |= SOCK_FLAG_LOST;
+                } else {
+                    (*info).flags &= !SOCK_FLAG_LOST;
+                }
+            }
+        }
     }
 }
 
@@ -201,51 +234,63 @@ fn direction_of(syscall: u8) -> u8 {
 
 /// Copy the first `limit` bytes spread over `iovlen` iovecs at user address `iov`.
 /// Returns (bytes captured, DATA_FLAG_* bits).
+///
+/// Verifier cost: each iteration's min() forks two verifier states, and forked states never
+/// merge, so a plain loop doubles its work per iovec. Storing the loop-carried offset and the
+/// copy length in the scratch map and reading them back (map memory is opaque to the verifier)
+/// makes both forks identical, so the verifier walks one state per iovec. The masks then
+/// restate the bounds: offset < MAX, length < 2*MAX, inside the 3*MAX scratch payload.
 #[inline(always)]
-fn gather(base: *mut u8, iov: u64, iovlen: u64, limit: u64) -> (u64, u8) {
+fn gather(scratch: *mut Scratch, iov: u64, iovlen: u64, limit: u64) -> (u64, u8) {
+    let launder = unsafe { &raw mut (*scratch).launder };
+    let base = unsafe { (*scratch).payload.as_mut_ptr() };
     let mut off: u64 = 0;
+    let mut flags: u8 = 0;
     let mut i: u64 = 0;
     while i < MAX_IOVECS as u64 {
         if i >= iovlen || off >= limit {
-            return (off, 0);
+            break;
         }
         let entry = iov + i * IOVEC_SIZE;
-        let Some(src) = read_user_u64(entry) else {
-            return (off, DATA_FLAG_READ_FAULT);
-        };
-        let Some(len) = read_user_u64(entry + 8) else {
-            return (off, DATA_FLAG_READ_FAULT);
-        };
+        let src = read_user_u64(entry).unwrap_or(0);
+        let len = read_user_u64(entry + 8).unwrap_or(0);
         let want = if len < limit - off { len } else { limit - off };
-        if !copy_user(base, off, src, want) {
-            return (off, DATA_FLAG_READ_FAULT);
+        unsafe {
+            core::ptr::write_volatile(launder, [off, want]);
         }
-        off += want;
+        let [o, w] = unsafe { core::ptr::read_volatile(launder) };
+        let (o, w) = (o & (MAX - 1), w & (2 * MAX - 1));
+        if w > 0 {
+            let rc = unsafe {
+                bpf_probe_read_user(
+                    base.add(o as usize) as *mut c_void,
+                    w as u32,
+                    src as *const c_void,
+                )
+            };
+            if rc != 0 {
+                flags = DATA_FLAG_READ_FAULT;
+                break;
+            }
+        }
+        off = o + w;
         i += 1;
     }
-    if off < limit && i < iovlen {
-        (off, DATA_FLAG_IOVEC_LIMIT)
-    } else {
-        (off, 0)
+    if flags == 0 && off < limit && i < iovlen {
+        flags = DATA_FLAG_IOVEC_LIMIT;
     }
+    (off, flags)
 }
 
-/// Copy `len` user bytes from `src` to `base + off`. `off < MAX` and `len <= MAX` always hold
-/// here; the masks and clamps restate that for the verifier (and must stay u64, see PLATFORM.md).
+/// Copy `len` user bytes from `src` to the start of the payload (`len <= MAX`; the clamp,
+/// kept u64, restates it for the verifier: see PLATFORM.md).
 #[inline(always)]
-fn copy_user(base: *mut u8, off: u64, src: u64, len: u64) -> bool {
-    let off = off & (MAX - 1);
+fn copy_user(base: *mut u8, src: u64, len: u64) -> bool {
     let len = if len > MAX { MAX } else { len };
     if len == 0 {
         return true;
     }
-    let rc = unsafe {
-        bpf_probe_read_user(
-            base.add(off as usize) as *mut c_void,
-            len as u32,
-            src as *const c_void,
-        )
-    };
+    let rc = unsafe { bpf_probe_read_user(base as *mut c_void, len as u32, src as *const c_void) };
     rc == 0
 }
 

@@ -14,6 +14,10 @@ pub enum Attach {
         category: &'static str,
         name: &'static str,
     },
+    /// A `sock_ops` program on the root of the cgroup v2 hierarchy (every TCP socket of the
+    /// host), attached alongside any others already there. Optional: if no cgroup v2 hierarchy
+    /// exists, the agent runs without it.
+    CgroupSockOps,
 }
 
 /// One kernel program and its attach point.
@@ -38,6 +42,11 @@ const fn syscall(program: &'static str) -> ProgramSpec {
 /// Every program of the capture object. Order is attach order: socket bookkeeping
 /// (connect/accept/close) first so no data event arrives for a socket the agent never saw open.
 pub const CAPTURE_PROGRAMS: &[ProgramSpec] = &[
+    // Hands connect() the local address the kernel picked (see sockets::record_connect).
+    ProgramSpec {
+        program: "tcp_connect_addresses",
+        attach: Attach::CgroupSockOps,
+    },
     syscall("sys_enter_connect"),
     syscall("sys_exit_connect"),
     syscall("sys_enter_accept"),

@@ -7,7 +7,11 @@ mod data;
 mod maps;
 mod sockets;
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    bindings::BPF_SOCK_OPS_TCP_CONNECT_CB,
+    macros::{sock_ops, tracepoint},
+    programs::{SockOpsContext, TracePointContext},
+};
 use maps::Layout;
 use tracer_common::Syscall;
 
@@ -26,7 +30,7 @@ macro_rules! data_syscall {
 
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
-            data::exit(&ctx);
+            data::exit(&ctx, $layout);
             0
         }
     };
@@ -118,7 +122,7 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
-    sockets::exit(&ctx);
+    sockets::exit(&ctx, Layout::Connect);
     0
 }
 
@@ -130,7 +134,7 @@ pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    sockets::exit(&ctx);
+    sockets::exit(&ctx, Layout::Accept);
     0
 }
 
@@ -142,7 +146,7 @@ pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
-    sockets::exit(&ctx);
+    sockets::exit(&ctx, Layout::Accept);
     0
 }
 
@@ -150,6 +154,15 @@ pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     sockets::close(&ctx);
     0
+}
+
+/// Named apart from its section ("sockops"): the two may not share a name.
+#[sock_ops]
+pub fn tcp_connect_addresses(ctx: SockOpsContext) -> u32 {
+    if ctx.op() == BPF_SOCK_OPS_TCP_CONNECT_CB {
+        sockets::record_connect(&ctx);
+    }
+    1
 }
 
 #[tracepoint]

@@ -4,7 +4,9 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{Counter, DataEvent, MAX_CAPTURE_BYTES, ProcessInfo, SockInfo, SockKey};
+use tracer_common::{
+    Counter, DataEvent, MAX_CAPTURE_BYTES, ProcessInfo, SOCKADDR_BYTES, SockInfo, SockKey,
+};
 
 /// Payload bytes captured per syscall; set by the agent at load time (at most
 /// `MAX_CAPTURE_BYTES`).
@@ -53,13 +55,34 @@ pub static IN_FLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(1
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
-/// Where a data event is assembled before it is copied to the ring buffer. Twice the capture
-/// bound so that (offset < MAX) + (length <= MAX) stays in bounds for the verifier.
+/// Where a data event is assembled before it is copied to the ring buffer. The payload is
+/// three times the capture bound so that a copy the verifier sees as (offset < MAX) +
+/// (length < 2*MAX) stays in bounds (see `data::gather`).
 #[repr(C)]
 pub struct Scratch {
     pub event: DataEvent,
-    pub payload: [u8; 2 * MAX_CAPTURE_BYTES],
+    pub payload: [u8; 3 * MAX_CAPTURE_BYTES],
+    /// Loop-carried values of `data::gather`, stored here to hide them from the verifier.
+    pub launder: [u64; 2],
 }
+
+/// The addresses of the last TCP connect on this CPU, written by the sock_ops program inside
+/// connect() and read by that connect's exit tracepoint (same task, same CPU).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnectHandoff {
+    /// CLOCK_MONOTONIC ns when written.
+    pub ts: u64,
+    /// Local address as a `struct sockaddr_in`/`sockaddr_in6`.
+    pub local: [u8; SOCKADDR_BYTES],
+    pub local_len: u32,
+    /// Remote port (host order), to check the handoff belongs to this connect.
+    pub remote_port: u16,
+    pub _pad: [u8; 6],
+}
+
+#[map(name = "CONNECT_HANDOFF")]
+pub static CONNECT_HANDOFF: PerCpuArray<ConnectHandoff> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -95,7 +118,9 @@ pub struct InFlight {
     pub fd: i32,
     pub syscall: u8,
     pub layout: Layout,
-    pub _pad: [u8; 2],
+    /// The socket had lost data when this syscall began (`SOCK_FLAG_LOST`).
+    pub lost: u8,
+    pub _pad: u8,
 }
 
 #[inline(always)]

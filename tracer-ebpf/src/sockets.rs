@@ -4,7 +4,7 @@
 
 use aya_ebpf::{
     helpers::generated::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
-    programs::TracePointContext,
+    programs::{SockOpsContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
 use core::ffi::c_void;
@@ -14,7 +14,10 @@ use tracer_common::{
 
 use crate::{
     data::{arg, read_user_u32, ret},
-    maps::{ENABLED_PROCESSES, EVENTS, IN_FLIGHT, InFlight, Layout, SOCKETS, count, is_enabled},
+    maps::{
+        CONNECT_HANDOFF, ENABLED_PROCESSES, EVENTS, IN_FLIGHT, InFlight, Layout, SOCKETS, count,
+        is_enabled,
+    },
 };
 
 const EINPROGRESS: i64 = 115;
@@ -34,22 +37,40 @@ pub fn enter(ctx: &TracePointContext, layout: Layout) {
         fd: arg(ctx, 0) as i32,
         syscall: 0,
         layout,
-        _pad: [0; 2],
+        lost: 0,
+        _pad: 0,
     };
     if IN_FLIGHT.insert(id, call, 0).is_err() {
         count(Counter::ArgsMapFull);
     }
 }
 
-/// Exit of connect/accept: track the socket and tell the agent.
+/// Exit of connect/accept: track the socket and tell the agent. A thread can already be
+/// blocked in accept when tracing is enabled: its enter was never seen, but the new fd is the
+/// return value, so the socket is still tracked (without the peer address, which the agent
+/// then reads from /proc).
 #[inline(always)]
-pub fn exit(ctx: &TracePointContext) {
+pub fn exit(ctx: &TracePointContext, layout: Layout) {
     let id = unsafe { bpf_get_current_pid_tgid() };
-    let Some(call) = IN_FLIGHT.get_ptr(id) else {
-        return;
+    let call = match IN_FLIGHT.get_ptr(id) {
+        Some(call) => {
+            let call = unsafe { *call };
+            let _ = IN_FLIGHT.remove(id);
+            call
+        }
+        None if layout == Layout::Accept && is_enabled((id >> 32) as u32) => InFlight {
+            ts_enter: 0,
+            conn_gen: 0,
+            ptr: 0,
+            len: 0,
+            fd: -1,
+            syscall: 0,
+            layout,
+            lost: 0,
+            _pad: 0,
+        },
+        None => return,
     };
-    let call = unsafe { *call };
-    let _ = IN_FLIGHT.remove(id);
     let rc = ret(ctx);
     let (kind, fd, listen_fd, addr_len) = match call.layout {
         Layout::Connect if rc == 0 || rc == -EINPROGRESS => {
@@ -115,9 +136,63 @@ pub fn exit(ctx: &TracePointContext) {
             copied = len as u32;
         }
         (*ev).peer_addr_len = copied;
+        (*ev).local_addr = [0; SOCKADDR_BYTES];
+        (*ev).local_addr_len = 0;
+        if kind == EventKind::Connect
+            && copied >= 4
+            && let Some(handoff) = CONNECT_HANDOFF.get_ptr(0)
+        {
+            // Only if the sock_ops program ran inside this very connect: during the syscall,
+            // and towards the port the process asked for.
+            let peer_port = u16::from_be_bytes([(*ev).peer_addr[2], (*ev).peer_addr[3]]);
+            if (*handoff).ts >= call.ts_enter && (*handoff).remote_port == peer_port {
+                (*ev).local_addr = (*handoff).local;
+                (*ev).local_addr_len = (*handoff).local_len;
+            }
+        }
     }
     entry.submit(0);
     count(Counter::ControlEvents);
+}
+
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+
+/// sock_ops TCP_CONNECT_CB: runs inside connect(), once the kernel picked the local port.
+/// Leaves the local address for this CPU's connect exit tracepoint (the agent cannot read it
+/// from /proc reliably: a short connection is often closed before the agent looks).
+#[inline(always)]
+pub fn record_connect(ctx: &SockOpsContext) {
+    let Some(slot) = CONNECT_HANDOFF.get_ptr_mut(0) else {
+        return;
+    };
+    let family = ctx.family();
+    let mut local = [0u8; SOCKADDR_BYTES];
+    let port = (ctx.local_port() as u16).to_be_bytes();
+    local[0..2].copy_from_slice(&(family as u16).to_ne_bytes());
+    local[2..4].copy_from_slice(&port);
+    let len = match family {
+        AF_INET => {
+            local[4..8].copy_from_slice(&ctx.local_ip4().to_ne_bytes());
+            16
+        }
+        AF_INET6 => {
+            let ip6 = ctx.local_ip6();
+            local[8..12].copy_from_slice(&ip6[0].to_ne_bytes());
+            local[12..16].copy_from_slice(&ip6[1].to_ne_bytes());
+            local[16..20].copy_from_slice(&ip6[2].to_ne_bytes());
+            local[20..24].copy_from_slice(&ip6[3].to_ne_bytes());
+            SOCKADDR_BYTES as u32
+        }
+        _ => return,
+    };
+    unsafe {
+        (*slot).ts = bpf_ktime_get_ns();
+        (*slot).local = local;
+        (*slot).local_len = len;
+        // The kernel hands remote_port over in network order in the upper 16 bits.
+        (*slot).remote_port = u16::from_be((ctx.remote_port() >> 16) as u16);
+    }
 }
 
 /// close(fd): at enter, before the fd number can be reused.
