@@ -90,6 +90,9 @@ pub struct Span {
     pub trace_flags: u8,
     /// W3C tracestate, passed on unchanged from the incoming request (empty if none).
     pub trace_state: String,
+    /// For a trace continued from a remote caller: the caller's sampled flag. None when the
+    /// trace started in a traced process (the sampler decides from the trace id).
+    pub remote_sampled: Option<bool>,
     pub kind: SpanKind,
     pub name: String,
     pub start_mono_ns: u64,

@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use crate::clock;
+
 /// `CLOCK_REALTIME - CLOCK_MONOTONIC` in nanoseconds.
 #[derive(Debug)]
 pub struct WallClock {
@@ -40,29 +42,13 @@ impl Default for WallClock {
     }
 }
 
-fn now_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; both clock ids exist on every Linux.
-    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-    debug_assert_eq!(rc, 0);
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-}
-
 /// Reads the wall clock on both sides of the monotonic reading and uses their midpoint, which
 /// halves the error a preemption between the calls would cause.
 fn measure_offset_ns() -> i64 {
-    let before = now_ns(libc::CLOCK_REALTIME);
-    let mono = now_ns(libc::CLOCK_MONOTONIC);
-    let after = now_ns(libc::CLOCK_REALTIME);
+    let before = clock::realtime_ns() as i128;
+    let mono = clock::monotonic_ns() as i128;
+    let after = clock::realtime_ns() as i128;
     ((before + after) / 2 - mono) as i64
-}
-
-/// CLOCK_MONOTONIC now, in nanoseconds (the kernel's `bpf_ktime_get_ns`).
-pub fn monotonic_now_ns() -> u64 {
-    now_ns(libc::CLOCK_MONOTONIC) as u64
 }
 
 #[cfg(test)]
@@ -73,7 +59,7 @@ mod tests {
     #[test]
     fn converts_monotonic_now_to_system_time() {
         let clock = WallClock::new();
-        let unix = clock.to_unix_nanos(monotonic_now_ns());
+        let unix = clock.to_unix_nanos(crate::clock::monotonic_ns());
         let system = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()

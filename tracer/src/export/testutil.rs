@@ -35,6 +35,7 @@ pub fn span(
         parent_span_id: parent.map(|p| [p; 8]),
         trace_flags: 1,
         trace_state: String::new(),
+        remote_sampled: None,
         kind: SpanKind::Server,
         name: name.to_string(),
         start_mono_ns: start_ms * 1_000_000,

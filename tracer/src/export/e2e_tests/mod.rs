@@ -13,9 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tracer_e2e::{AttrValue, Failure, OtlpReceiver, ReceivedSpan};
 
-use super::clock::monotonic_now_ns;
 use super::testutil::{process, span, temp_path};
 use super::*;
+use crate::clock::monotonic_ns as monotonic_now_ns;
 use crate::span::{Attribute, SpanKind};
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -1,0 +1,243 @@
+//! Loads the capture object and attaches every program it declares (`tracer_ebpf::
+//! CAPTURE_PROGRAMS`), then gives typed access to the maps the agent drives.
+//!
+//! Nothing is pinned: every program, link and map lives in file descriptors this process owns,
+//! so when the agent exits, or is killed, the kernel detaches and frees all of it.
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, SockOps, TracePoint},
+};
+use tracer_common::{Counter, ProcessInfo, SockInfo, SockKey, names};
+use tracer_ebpf::{Attach, CAPTURE_PROGRAMS};
+
+/// The compiled kernel programs (built by build.rs through aya-build).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+const BPF_NOEXIST: u64 = 1;
+
+#[derive(Clone, Copy, Debug)]
+pub struct CaptureConfig {
+    /// Payload bytes captured per syscall (at most `tracer_common::MAX_CAPTURE_BYTES`).
+    pub capture_bytes: u32,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+}
+
+/// The loaded, attached capture programs and the maps the agent controls.
+pub struct Capture {
+    /// Owns programs and links: dropping it detaches everything.
+    _ebpf: Ebpf,
+    enabled: HashMap<MapData, u32, ProcessInfo>,
+    sockets: HashMap<MapData, SockKey, SockInfo>,
+    counters: PerCpuArray<MapData, u64>,
+    /// Kernel log records (aya-log), drained by the agent.
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+impl Capture {
+    /// Loads and attaches. Returns the capture handle and the event ring buffer.
+    pub fn load(config: CaptureConfig) -> Result<(Self, RingBuf<MapData>)> {
+        raise_memlock_limit();
+        let agent = std::process::id();
+        let mut ebpf = EbpfLoader::new()
+            .override_global(names::GLOBAL_CAPTURE_BYTES, &config.capture_bytes, true)
+            .override_global(names::GLOBAL_AGENT_TGID, &agent, true)
+            .map_max_entries(names::EVENTS, config.ring_bytes)
+            .load(OBJECT)
+            .context("loading the capture object into the kernel")?;
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(e) => {
+                tracing::debug!("kernel log records unavailable: {e}");
+                None
+            }
+        };
+        check_declarations(&ebpf)?;
+        for spec in CAPTURE_PROGRAMS {
+            attach(&mut ebpf, spec.program, spec.attach)?;
+        }
+        let take = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| anyhow!("map {name} missing from the object"))
+        };
+        let events = RingBuf::try_from(take(&mut ebpf, names::EVENTS)?)?;
+        let enabled = HashMap::try_from(take(&mut ebpf, names::ENABLED_PROCESSES)?)?;
+        let sockets = HashMap::try_from(take(&mut ebpf, names::SOCKETS)?)?;
+        let counters = PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)?;
+        Ok((
+            Self {
+                _ebpf: ebpf,
+                enabled,
+                sockets,
+                counters,
+                logger,
+            },
+            events,
+        ))
+    }
+
+    /// Starts capture for `tgid`.
+    pub fn enable(&mut self, tgid: u32) -> Result<()> {
+        self.enabled
+            .insert(tgid, ProcessInfo { flags: 0 }, 0)
+            .with_context(|| format!("enabling capture for pid {tgid}"))
+    }
+
+    /// Stops capture for `tgid` and forgets its sockets.
+    pub fn disable(&mut self, tgid: u32) {
+        let _ = self.enabled.remove(&tgid);
+        self.forget_sockets_of(tgid);
+    }
+
+    /// Tracks a socket found in /proc. Never replaces an entry the kernel made meanwhile
+    /// (a connect/accept racing the scan): the kernel's generation wins.
+    pub fn track_socket(&mut self, tgid: u32, fd: i32, info: SockInfo) -> Result<bool> {
+        match self.sockets.insert(SockKey { tgid, fd }, info, BPF_NOEXIST) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::EEXIST) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e).with_context(|| format!("tracking socket fd {fd} of pid {tgid}")),
+        }
+    }
+
+    /// Frees the SOCKETS entries of a process (after it exited or was disabled).
+    pub fn forget_sockets_of(&mut self, tgid: u32) -> usize {
+        let keys: Vec<SockKey> = self
+            .sockets
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.tgid == tgid)
+            .collect();
+        for key in &keys {
+            let _ = self.sockets.remove(key);
+        }
+        keys.len()
+    }
+
+    /// Tgids the kernel currently captures.
+    pub fn enabled_processes(&self) -> Vec<u32> {
+        self.enabled.keys().filter_map(Result::ok).collect()
+    }
+
+    /// Number of tracked sockets (for status and leak checks).
+    pub fn socket_count(&self) -> usize {
+        self.sockets.keys().count()
+    }
+
+    /// Kernel counters summed over CPUs, indexed like `Counter::ALL`.
+    pub fn counters(&self) -> [u64; Counter::COUNT as usize] {
+        let mut totals = [0u64; Counter::COUNT as usize];
+        for (i, total) in totals.iter_mut().enumerate() {
+            if let Ok(per_cpu) = self.counters.get(&(i as u32), 0) {
+                *total = per_cpu.iter().sum();
+            }
+        }
+        totals
+    }
+
+    /// The kernel log ring, for the agent to poll.
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        self.logger.take()
+    }
+}
+
+/// Loads one declared program and attaches it where its declaration says.
+fn attach(ebpf: &mut Ebpf, name: &str, attach: Attach) -> Result<()> {
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the object"))?;
+    match attach {
+        Attach::Tracepoint {
+            category,
+            name: tracepoint,
+        } => {
+            let program: &mut TracePoint = program
+                .try_into()
+                .with_context(|| format!("program {name} is not a tracepoint"))?;
+            program
+                .load()
+                .with_context(|| format!("the kernel refused program {name}"))?;
+            program
+                .attach(category, tracepoint)
+                .with_context(|| format!("attaching {name} to {category}:{tracepoint}"))?;
+        }
+        Attach::CgroupSockOps => {
+            let program: &mut SockOps = program
+                .try_into()
+                .with_context(|| format!("program {name} is not a sock_ops program"))?;
+            program
+                .load()
+                .with_context(|| format!("the kernel refused program {name}"))?;
+            // Optional: without it, client sockets' local addresses come from /proc only.
+            let Some(root) = cgroup2_root() else {
+                tracing::warn!("no cgroup v2 hierarchy mounted: {name} not attached");
+                return Ok(());
+            };
+            let attached = std::fs::File::open(&root)
+                .map_err(anyhow::Error::from)
+                .and_then(|dir| {
+                    // aya attaches through a BPF link (kernel >= 5.7), which always runs
+                    // alongside other programs (e.g. a CNI's) and takes no flags: any mode
+                    // but Single is EINVAL there.
+                    Ok(program.attach(dir, CgroupAttachMode::Single)?)
+                });
+            if let Err(e) = attached {
+                tracing::warn!("{name} not attached to {}: {e:#}", root.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on
+/// hybrid hosts).
+fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|line| {
+        // "<id> <parent> <dev> <root> <mount point> <options> ... - <fstype> <source> ..."
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        let root = left.split_whitespace().nth(3)?;
+        (fstype == "cgroup2" && root == "/")
+            .then(|| left.split_whitespace().nth(4).map(Into::into))?
+    })
+}
+
+/// The object's programs and the declaration table must match exactly: a program nobody
+/// attaches, or a declaration with no program, is a build mistake to catch at start-up.
+fn check_declarations(ebpf: &Ebpf) -> Result<()> {
+    let in_object: BTreeSet<&str> = ebpf.programs().map(|(name, _)| name).collect();
+    let declared: BTreeSet<&str> = CAPTURE_PROGRAMS.iter().map(|p| p.program).collect();
+    if in_object != declared {
+        bail!(
+            "capture object and declarations disagree: undeclared {:?}, missing {:?}",
+            in_object.difference(&declared).collect::<Vec<_>>(),
+            declared.difference(&in_object).collect::<Vec<_>>()
+        );
+    }
+    Ok(())
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones to the cgroup. Raising
+/// the limit may be refused (EPERM in some sandboxes): harmless on new kernels, so only logged.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!(
+            "could not raise RLIMIT_MEMLOCK ({}); fine on kernels >= 5.11",
+            std::io::Error::last_os_error()
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! Stage 2: connections. Routes capture events to per-connection state: two byte streams (one
+//! per direction), the connection's addresses and role, and its protocol parser, which turns
+//! the streams into requests and responses for the stitching stage.
+//!
+//! A connection is (pid, fd, generation): when an fd number is reused, the generation changes
+//! and the old connection is finished before the new one starts, so two connections never mix.
+
+pub mod addr;
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use tracer_common::{DATA_FLAG_LOST_BEFORE, Direction};
+
+use crate::{
+    capture::{CaptureEvent, DataRecord, OpenRecord, SocketId},
+    clock,
+    protocols::{L7Event, ParseStats, Parser, SegTime, StreamBuffer},
+    span::Role,
+};
+use addr::AddressResolver;
+
+/// Bytes of a new connection inspected before giving up on recognising its protocol.
+const DETECT_BYTES: usize = 1024;
+/// On a connection joined mid-stream, syscalls inspected for a message start before giving up.
+const DETECT_SYSCALLS_MIDSTREAM: u32 = 64;
+/// Connections tracked at most; the least recently active one is evicted beyond that.
+const MAX_CONNECTIONS: usize = 65536;
+
+/// What the stitching stage knows about a connection.
+#[derive(Clone, Debug)]
+pub struct ConnMeta {
+    pub socket: SocketId,
+    pub role: Option<Role>,
+    /// This process's end. For accepted sockets, the listener's address: its IP is
+    /// unspecified (0.0.0.0, ::) when the server listens on every address.
+    pub local: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+}
+
+enum ProtocolState {
+    /// Not recognised yet; `syscalls` inspected so far.
+    Detecting {
+        syscalls: u32,
+    },
+    Parsing(Parser),
+    /// Not a protocol the tracer understands (TLS, a database, ...): its bytes are ignored.
+    Unknown,
+}
+
+struct Connection {
+    meta: ConnMeta,
+    streams: [StreamBuffer; 2],
+    protocol: ProtocolState,
+    /// The agent did not see this stream from its first byte (socket found in /proc, or data
+    /// lost): the first bytes may be the middle of a message.
+    mid_stream: bool,
+    last_active_ns: u64,
+}
+
+impl Connection {
+    fn new(meta: ConnMeta, mid_stream: bool, now_ns: u64) -> Self {
+        Self {
+            meta,
+            streams: [StreamBuffer::new(), StreamBuffer::new()],
+            protocol: ProtocolState::Detecting { syscalls: 0 },
+            mid_stream,
+            last_active_ns: now_ns,
+        }
+    }
+
+    /// Ends the connection: responses that run until close complete, others are abandoned.
+    fn finish(&mut self, at: SegTime, out: &mut dyn FnMut(&ConnMeta, L7Event)) {
+        if let ProtocolState::Parsing(parser) = &mut self.protocol {
+            let mut events = Vec::new();
+            parser.close(at, &mut events);
+            for ev in events {
+                out(&self.meta, ev);
+            }
+        }
+    }
+}
+
+/// Counters of this stage (all visible in the agent's status).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnStats {
+    pub opened: u64,
+    pub closed: u64,
+    /// Connections whose protocol was not recognised.
+    pub unknown_protocol: u64,
+    /// Connections evicted because the table was full.
+    pub evicted: u64,
+    /// Data events for a connection generation older than the current one on that fd.
+    pub stale_events: u64,
+    /// Connections reset because the kernel lost some of their data.
+    pub lost_resyncs: u64,
+    /// Connections whose local address could not be read from /proc.
+    pub unresolved_addresses: u64,
+    pub parse: ParseStats,
+}
+
+pub struct Connections {
+    table: HashMap<(u32, i32), Connection>,
+    resolver: AddressResolver,
+    stats: ConnStats,
+    scratch: Vec<L7Event>,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Connections {
+    pub fn new() -> Self {
+        Self {
+            table: HashMap::new(),
+            resolver: AddressResolver::new(),
+            stats: ConnStats::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn stats(&self) -> ConnStats {
+        self.stats
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// A socket that was open before tracing started (found in /proc): its stream is joined
+    /// mid-way, and its addresses come from the socket inode.
+    pub fn adopt(&mut self, socket: SocketId, inode: u64, out: &mut dyn FnMut(&ConnMeta, L7Event)) {
+        let now = clock::monotonic_ns();
+        let endpoints = self.resolver.resolve_inode(socket.tgid, inode, now, now);
+        let meta = ConnMeta {
+            socket,
+            role: None,
+            local: endpoints.map(|e| e.local),
+            peer: endpoints.map(|e| e.peer),
+        };
+        self.insert(Connection::new(meta, true, now), out);
+    }
+
+    /// Feeds one capture event; requests and responses go to `out` with their connection.
+    pub fn on_event(&mut self, event: CaptureEvent, out: &mut dyn FnMut(&ConnMeta, L7Event)) {
+        match event {
+            CaptureEvent::Open(open) => self.on_open(open, out),
+            CaptureEvent::Data(data) => self.on_data(data, out),
+            CaptureEvent::Close { socket, ts_ns } => {
+                let key = (socket.tgid, socket.fd);
+                if self
+                    .table
+                    .get(&key)
+                    .is_some_and(|c| c.meta.socket.conn_gen == socket.conn_gen)
+                    && let Some(mut conn) = self.table.remove(&key)
+                {
+                    conn.finish(at(ts_ns), out);
+                    self.stats.closed += 1;
+                }
+            }
+            CaptureEvent::ProcessExit { tgid, ts_ns } => self.forget_process(tgid, ts_ns, out),
+        }
+    }
+
+    /// Finishes every connection of a process (it exited, or tracing was disabled).
+    pub fn forget_process(
+        &mut self,
+        tgid: u32,
+        ts_ns: u64,
+        out: &mut dyn FnMut(&ConnMeta, L7Event),
+    ) {
+        let keys: Vec<_> = self.table.keys().filter(|k| k.0 == tgid).copied().collect();
+        for key in keys {
+            if let Some(mut conn) = self.table.remove(&key) {
+                conn.finish(at(ts_ns), out);
+                self.stats.closed += 1;
+            }
+        }
+    }
+
+    fn on_open(&mut self, open: OpenRecord, out: &mut dyn FnMut(&ConnMeta, L7Event)) {
+        let socket = open.socket;
+        let now = clock::monotonic_ns();
+        // First-hand addresses from the kernel where it has them (the peer from the syscall,
+        // a client's local address from the sock_ops handoff, a server's from its listener);
+        // /proc for the rest, while the socket still exists.
+        let mut local = match (open.accepted, open.listen_fd) {
+            (false, _) => open.local,
+            (true, Some(listen_fd)) => self.resolver.listener(socket.tgid, listen_fd, now),
+            (true, None) => None,
+        };
+        let mut peer = open.peer;
+        if local.is_none() || peer.is_none() {
+            let found = self
+                .resolver
+                .resolve(socket.tgid, socket.fd, open.ts_ns, now);
+            local = local.or(found.map(|e| e.local));
+            peer = peer.or(found.map(|e| e.peer));
+        }
+        if local.is_none() && peer.is_some() {
+            self.stats.unresolved_addresses += 1;
+        }
+        let meta = ConnMeta {
+            socket,
+            role: Some(if open.accepted {
+                Role::Server
+            } else {
+                Role::Client
+            }),
+            local,
+            peer,
+        };
+        self.insert(Connection::new(meta, false, now), out);
+    }
+
+    fn insert(&mut self, conn: Connection, out: &mut dyn FnMut(&ConnMeta, L7Event)) {
+        let key = (conn.meta.socket.tgid, conn.meta.socket.fd);
+        let at_ns = conn.last_active_ns;
+        if let Some(mut old) = self.table.insert(key, conn) {
+            // The fd was reused and the close went unseen (e.g. dup2 over it): end the old one.
+            old.finish(at(at_ns), out);
+            self.stats.closed += 1;
+        }
+        self.stats.opened += 1;
+        if self.table.len() > MAX_CONNECTIONS {
+            self.evict_oldest(out);
+        }
+    }
+
+    fn evict_oldest(&mut self, out: &mut dyn FnMut(&ConnMeta, L7Event)) {
+        let oldest = self
+            .table
+            .iter()
+            .min_by_key(|(_, c)| c.last_active_ns)
+            .map(|(k, _)| *k);
+        if let Some(mut conn) = oldest.and_then(|k| self.table.remove(&k)) {
+            conn.finish(at(conn.last_active_ns), out);
+            self.stats.evicted += 1;
+        }
+    }
+
+    fn on_data(&mut self, data: DataRecord, out: &mut dyn FnMut(&ConnMeta, L7Event)) {
+        let socket = data.socket;
+        let key = (socket.tgid, socket.fd);
+        match self.table.get(&key).map(|c| c.meta.socket.conn_gen) {
+            Some(current) if current == socket.conn_gen => {}
+            Some(current) if current > socket.conn_gen && !is_user_gen(current) => {
+                self.stats.stale_events += 1;
+                return;
+            }
+            _ => {
+                // First sight of this connection (its open event was lost, or it was found in
+                // /proc under another generation): start it here, mid-stream.
+                let meta = ConnMeta {
+                    socket,
+                    role: None,
+                    local: None,
+                    peer: None,
+                };
+                self.insert(Connection::new(meta, true, data.exit_ns), out);
+            }
+        }
+        let Some(conn) = self.table.get_mut(&key) else {
+            return;
+        };
+        conn.last_active_ns = data.exit_ns;
+        let time = SegTime {
+            enter_ns: data.enter_ns,
+            exit_ns: data.exit_ns,
+            tid: data.tid,
+        };
+        if data.flags & DATA_FLAG_LOST_BEFORE != 0 {
+            // A hole of unknown size: whatever was in progress can no longer be trusted.
+            conn.finish(time, out);
+            conn.streams.iter_mut().for_each(|s| {
+                s.clear();
+            });
+            if matches!(conn.protocol, ProtocolState::Parsing(_)) {
+                conn.protocol = ProtocolState::Detecting { syscalls: 0 };
+            }
+            conn.mid_stream = true;
+            self.stats.lost_resyncs += 1;
+        }
+        let dir = data.direction;
+        let stream = &mut conn.streams[dir as usize];
+        match &mut conn.protocol {
+            ProtocolState::Unknown => {}
+            ProtocolState::Parsing(parser) => {
+                stream.push(&data.payload, data.total_len, time);
+                parser.feed(dir, stream, &mut self.scratch, &mut self.stats.parse);
+            }
+            ProtocolState::Detecting { syscalls } => {
+                *syscalls += 1;
+                let attempts = *syscalls;
+                match Parser::detect(dir, &data.payload) {
+                    Some((parser, role)) => {
+                        conn.meta.role = Some(role);
+                        conn.streams.iter_mut().for_each(|s| {
+                            s.clear();
+                        });
+                        let stream = &mut conn.streams[dir as usize];
+                        stream.push(&data.payload, data.total_len, time);
+                        let mut parser = parser;
+                        parser.feed(dir, stream, &mut self.scratch, &mut self.stats.parse);
+                        conn.protocol = ProtocolState::Parsing(parser);
+                    }
+                    None => {
+                        let give_up = if conn.mid_stream {
+                            attempts >= DETECT_SYSCALLS_MIDSTREAM
+                        } else {
+                            // A fresh stream starts with a message, or it is not ours. A very
+                            // short first read (a few bytes of a method) may still grow into one.
+                            data.payload.len() >= 16 || stream.buffered() >= DETECT_BYTES
+                        };
+                        if give_up {
+                            conn.protocol = ProtocolState::Unknown;
+                            conn.streams.iter_mut().for_each(|s| {
+                                s.clear();
+                            });
+                            self.stats.unknown_protocol += 1;
+                        }
+                    }
+                }
+            }
+        }
+        for ev in self.scratch.drain(..) {
+            out(&conn.meta, ev);
+        }
+    }
+
+    /// Housekeeping on the agent's tick.
+    pub fn tick(&mut self, now_ns: u64) {
+        self.resolver.expire(now_ns);
+    }
+}
+
+fn is_user_gen(conn_gen: u64) -> bool {
+    conn_gen & tracer_common::USER_GEN_BIT != 0
+}
+
+fn at(ts_ns: u64) -> SegTime {
+    SegTime {
+        enter_ns: ts_ns,
+        exit_ns: ts_ns,
+        tid: 0,
+    }
+}
+
+/// The direction requests travel for a role.
+pub fn request_direction(role: Role) -> Direction {
+    match role {
+        Role::Server => Direction::Ingress,
+        Role::Client => Direction::Egress,
+    }
+}

@@ -1,0 +1,127 @@
+//! Stage 5: sampling. Decides which traces are exported, the same way for every span of a
+//! trace: a trace that started here is kept or not by its trace id; a trace continued from a
+//! remote caller follows the caller's `sampled` flag (parent-based, as OpenTelemetry SDKs do).
+
+use anyhow::{Result, bail};
+
+use crate::span::Span;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sampler {
+    AlwaysOn,
+    AlwaysOff,
+    /// Keeps this fraction of traces, chosen by trace id (consistent across agents).
+    TraceIdRatio(f64),
+    /// Follows the remote caller's decision; traces started here use the inner sampler.
+    ParentBased(RootSampler),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RootSampler {
+    AlwaysOn,
+    AlwaysOff,
+    TraceIdRatio(f64),
+}
+
+impl Default for Sampler {
+    /// The OpenTelemetry SDK default: parent-based, always on.
+    fn default() -> Self {
+        Sampler::ParentBased(RootSampler::AlwaysOn)
+    }
+}
+
+impl Sampler {
+    /// From `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
+    pub fn from_env(sampler: Option<&str>, arg: Option<&str>) -> Result<Self> {
+        let ratio = || -> Result<f64> {
+            let Some(arg) = arg else { return Ok(1.0) };
+            match arg.trim().parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+                _ => bail!("invalid OTEL_TRACES_SAMPLER_ARG {arg:?}: expected a ratio in [0, 1]"),
+            }
+        };
+        Ok(match sampler.map(str::trim) {
+            None | Some("") | Some("parentbased_always_on") => {
+                Sampler::ParentBased(RootSampler::AlwaysOn)
+            }
+            Some("always_on") => Sampler::AlwaysOn,
+            Some("always_off") => Sampler::AlwaysOff,
+            Some("traceidratio") => Sampler::TraceIdRatio(ratio()?),
+            Some("parentbased_always_off") => Sampler::ParentBased(RootSampler::AlwaysOff),
+            Some("parentbased_traceidratio") => {
+                Sampler::ParentBased(RootSampler::TraceIdRatio(ratio()?))
+            }
+            Some(other) => bail!(
+                "unsupported OTEL_TRACES_SAMPLER {other:?}: expected always_on, always_off, \
+                 traceidratio, parentbased_always_on, parentbased_always_off or \
+                 parentbased_traceidratio"
+            ),
+        })
+    }
+
+    pub fn keep(&self, span: &Span) -> bool {
+        match self {
+            Sampler::AlwaysOn => true,
+            Sampler::AlwaysOff => false,
+            Sampler::TraceIdRatio(r) => by_ratio(&span.trace_id, *r),
+            Sampler::ParentBased(root) => match span.remote_sampled {
+                Some(sampled) => sampled,
+                None => match root {
+                    RootSampler::AlwaysOn => true,
+                    RootSampler::AlwaysOff => false,
+                    RootSampler::TraceIdRatio(r) => by_ratio(&span.trace_id, *r),
+                },
+            },
+        }
+    }
+}
+
+/// The W3C/OTel convention: compare the trace id's low 56 bits (random in W3C level 2
+/// trace ids) with the ratio.
+fn by_ratio(trace_id: &[u8; 16], ratio: f64) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    let mut low = [0u8; 8];
+    low[1..].copy_from_slice(&trace_id[9..]);
+    let value = u64::from_be_bytes(low);
+    (value as f64) < ratio * (1u64 << 56) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_standard_names() {
+        assert_eq!(Sampler::from_env(None, None).unwrap(), Sampler::default());
+        assert_eq!(
+            Sampler::from_env(Some("traceidratio"), Some("0.25")).unwrap(),
+            Sampler::TraceIdRatio(0.25)
+        );
+        assert_eq!(
+            Sampler::from_env(Some("parentbased_always_off"), None).unwrap(),
+            Sampler::ParentBased(RootSampler::AlwaysOff)
+        );
+        assert!(Sampler::from_env(Some("sometimes"), None).is_err());
+        assert!(Sampler::from_env(Some("traceidratio"), Some("2")).is_err());
+    }
+
+    #[test]
+    fn ratio_is_decided_by_trace_id_and_roughly_proportional() {
+        let mut kept = 0;
+        for i in 0u64..10_000 {
+            let mut id = [0u8; 16];
+            // Spread ids over the low 56 bits.
+            id[9..]
+                .copy_from_slice(&(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 8).to_be_bytes()[1..]);
+            if by_ratio(&id, 0.3) {
+                kept += 1;
+            }
+            assert_eq!(by_ratio(&id, 0.3), by_ratio(&id, 0.3));
+        }
+        assert!((2_700..3_300).contains(&kept), "kept {kept}");
+        assert!(by_ratio(&[0xff; 16], 1.0));
+        assert!(!by_ratio(&[0; 16], 0.0));
+    }
+}

@@ -1,0 +1,505 @@
+//! Stage 4: span stitching. Turns requests and responses into spans and decides each span's
+//! trace and parent:
+//!
+//! - a server span continues the W3C context its request carried, else starts a new trace;
+//! - a client span written by a thread while that thread serves a request is that server
+//!   span's child (the in-process parent);
+//! - when both ends of a connection are traced on this host, the server span's parent is the
+//!   client span on the other end (`peers`), whatever header the request carried.
+//!
+//! Decisions can arrive late (the two ends' events race), so parents are kept as references
+//! and a span's trace id is resolved only when it is exported: once it has ended and a settle
+//! window has passed since it (and its ancestors) started.
+
+mod peers;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use rand::Rng;
+
+use crate::{
+    capture::SocketId,
+    connections::ConnMeta,
+    process::ProcessMeta,
+    protocols::{L7Event, Request, Response, SegTime},
+    span::{self, Attribute, Role, Span, SpanId, SpanKind, TraceContext, TraceId},
+};
+use peers::Peers;
+
+/// A span's identity: its connection and its request's id on that connection.
+pub type SpanKey = (SocketId, u64);
+
+#[derive(Clone, Copy, Debug)]
+pub struct StitchConfig {
+    /// How long a span waits, after it starts, for a late counterpart before its trace is
+    /// decided (events of two processes can reach the agent in either order).
+    pub settle: Duration,
+    /// Started spans held at most; beyond, the oldest are dropped (counted).
+    pub max_pending: usize,
+}
+
+impl Default for StitchConfig {
+    fn default() -> Self {
+        Self {
+            settle: Duration::from_millis(500),
+            max_pending: 100_000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StitchStats {
+    pub spans_started: u64,
+    pub spans_finished: u64,
+    /// Server spans linked to the client span on the other end of their connection.
+    pub peer_links: u64,
+    /// Client spans whose parent is a server span of the same thread.
+    pub thread_links: u64,
+    /// Requests that got no response (connection closed, data lost).
+    pub abandoned: u64,
+    /// Responses whose request was never seen.
+    pub orphan_responses: u64,
+    /// Started spans dropped because too many were pending.
+    pub evicted: u64,
+    /// Requests on connections whose role is unknown.
+    pub no_role: u64,
+}
+
+enum Parent {
+    /// Start of a new trace.
+    None,
+    /// The caller is outside what the agent sees: continue its W3C context.
+    Remote(TraceContext),
+    /// Another span of this agent (same process's server span, or the other end's client).
+    Local(SpanKey),
+}
+
+struct Ending {
+    end_ns: u64,
+    attributes: Vec<Attribute>,
+    error: Option<String>,
+}
+
+struct Pending {
+    kind: SpanKind,
+    span_id: SpanId,
+    /// The trace id if this span turns out to be a root.
+    own_trace_id: TraceId,
+    parent: Parent,
+    name: String,
+    attributes: Vec<Attribute>,
+    start_ns: u64,
+    /// Agent time (CLOCK_MONOTONIC) when the request was processed.
+    seen_ns: u64,
+    process: Arc<ProcessMeta>,
+    thread: (u32, u32),
+    ending: Option<Ending>,
+}
+
+/// What an exported span leaves behind for late children and peers.
+#[derive(Clone)]
+struct Settled {
+    span_id: SpanId,
+    origin: Origin,
+    until_ns: u64,
+}
+
+/// Where a trace's id came from, resolved through the parent chain.
+#[derive(Clone)]
+struct Origin {
+    trace_id: TraceId,
+    flags: u8,
+    state: String,
+    /// Some(sampled) when the trace came from a remote caller; None when it started here.
+    remote_sampled: Option<bool>,
+}
+
+const MAX_PARENT_DEPTH: usize = 64;
+
+pub struct Stitcher {
+    config: StitchConfig,
+    pending: HashMap<SpanKey, Pending>,
+    /// Server spans in flight per (tgid, tid), oldest first.
+    in_flight: HashMap<(u32, u32), Vec<SpanKey>>,
+    peers: Peers,
+    settled: HashMap<SpanKey, Settled>,
+    processes: HashMap<u32, Arc<ProcessMeta>>,
+    stats: StitchStats,
+}
+
+impl Stitcher {
+    pub fn new(config: StitchConfig) -> Self {
+        Self {
+            config,
+            pending: HashMap::new(),
+            in_flight: HashMap::new(),
+            peers: Peers::default(),
+            settled: HashMap::new(),
+            processes: HashMap::new(),
+            stats: StitchStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> StitchStats {
+        self.stats
+    }
+
+    /// Spans started and not exported yet.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Requests waiting for the other end of their connection.
+    pub fn waiting_peers(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Registers a traced process: its spans carry this identity.
+    pub fn add_process(&mut self, meta: Arc<ProcessMeta>) {
+        self.processes.insert(meta.pid, meta);
+    }
+
+    /// Forgets a process once its spans are out (its exit was processed).
+    pub fn remove_process(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+    }
+
+    pub fn on_event(&mut self, conn: &ConnMeta, event: L7Event, now_ns: u64) {
+        match event {
+            L7Event::Request(req) => self.on_request(conn, req, now_ns),
+            L7Event::Response(resp) => self.on_response(conn, resp),
+            L7Event::Abandoned {
+                stream_id,
+                at,
+                reason,
+            } => self.on_abandoned(conn, stream_id, at, reason),
+        }
+    }
+
+    fn on_request(&mut self, conn: &ConnMeta, req: Request, now_ns: u64) {
+        let Some(role) = conn.role else {
+            self.stats.no_role += 1;
+            return;
+        };
+        let tgid = conn.socket.tgid;
+        let Some(process) = self.processes.get(&tgid).cloned() else {
+            return;
+        };
+        let key = (conn.socket, req.stream_id);
+        let thread = (tgid, req.first.tid);
+        tracing::trace!(
+            "request {} on pid {tgid} fd {} ({role:?}, local {:?}, peer {:?})",
+            req.name,
+            conn.socket.fd,
+            conn.local,
+            conn.peer
+        );
+        let (start_ns, parent) = match role {
+            Role::Server => (
+                req.first.exit_ns,
+                self.server_parent(conn, &req, key, now_ns),
+            ),
+            Role::Client => (
+                req.first.enter_ns,
+                self.client_parent(conn, &req, key, thread, now_ns),
+            ),
+        };
+        let mut attributes = req.attributes;
+        add_connection_attributes(&mut attributes, role, conn);
+        if role == Role::Server {
+            self.in_flight.entry(thread).or_default().push(key);
+        }
+        if self.pending.len() >= self.config.max_pending {
+            self.evict_oldest();
+        }
+        self.pending.insert(
+            key,
+            Pending {
+                kind: role.into(),
+                span_id: new_span_id(),
+                own_trace_id: new_trace_id(),
+                parent,
+                name: req.name,
+                attributes,
+                start_ns,
+                seen_ns: now_ns,
+                process,
+                thread,
+                ending: None,
+            },
+        );
+        self.stats.spans_started += 1;
+    }
+
+    fn server_parent(
+        &mut self,
+        conn: &ConnMeta,
+        req: &Request,
+        key: SpanKey,
+        now_ns: u64,
+    ) -> Parent {
+        if let (Some(local), Some(peer)) = (conn.local, conn.peer)
+            && let Some(client) = self.peers.server(local, peer, req.fingerprint, key, now_ns)
+        {
+            self.stats.peer_links += 1;
+            return Parent::Local(client);
+        }
+        match &req.context {
+            Some(ctx) => Parent::Remote(ctx.clone()),
+            None => Parent::None,
+        }
+    }
+
+    fn client_parent(
+        &mut self,
+        conn: &ConnMeta,
+        req: &Request,
+        key: SpanKey,
+        thread: (u32, u32),
+        now_ns: u64,
+    ) -> Parent {
+        if let (Some(local), Some(peer)) = (conn.local, conn.peer)
+            && let Some(server) = self.peers.client(local, peer, req.fingerprint, key, now_ns)
+            && let Some(span) = self.pending.get_mut(&server)
+        {
+            // The other end was seen first and decided on its own; it is this span's child.
+            span.parent = Parent::Local(key);
+            self.stats.peer_links += 1;
+        }
+        // The newest server span of this thread that began before this request was written.
+        let serving = self.in_flight.get(&thread).and_then(|keys| {
+            keys.iter().rev().copied().find(|k| {
+                self.pending
+                    .get(k)
+                    .is_some_and(|p| p.start_ns <= req.first.enter_ns)
+            })
+        });
+        if let Some(server) = serving {
+            self.stats.thread_links += 1;
+            return Parent::Local(server);
+        }
+        // No request in flight on this thread: the application's own header (it may be
+        // instrumented, or forward context from a queue) or a new trace.
+        match &req.context {
+            Some(ctx) => Parent::Remote(ctx.clone()),
+            None => Parent::None,
+        }
+    }
+
+    fn on_response(&mut self, conn: &ConnMeta, resp: Response) {
+        let key = (conn.socket, resp.stream_id);
+        let Some(span) = self.pending.get_mut(&key) else {
+            self.stats.orphan_responses += 1;
+            return;
+        };
+        span.ending = Some(Ending {
+            end_ns: resp.last.exit_ns.max(span.start_ns),
+            attributes: resp.attributes,
+            error: resp.error,
+        });
+        let thread = span.thread;
+        self.leave_thread(thread, key);
+    }
+
+    fn on_abandoned(&mut self, conn: &ConnMeta, stream_id: u64, at: SegTime, reason: &str) {
+        let key = (conn.socket, stream_id);
+        let Some(span) = self.pending.get_mut(&key) else {
+            return;
+        };
+        span.ending = Some(Ending {
+            end_ns: at.exit_ns.max(span.start_ns),
+            attributes: Vec::new(),
+            error: Some(reason.to_string()),
+        });
+        let thread = span.thread;
+        self.leave_thread(thread, key);
+        self.stats.abandoned += 1;
+    }
+
+    fn leave_thread(&mut self, thread: (u32, u32), key: SpanKey) {
+        if let Some(keys) = self.in_flight.get_mut(&thread) {
+            keys.retain(|k| *k != key);
+            if keys.is_empty() {
+                self.in_flight.remove(&thread);
+            }
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some(key) = self
+            .pending
+            .iter()
+            .min_by_key(|(_, p)| p.seen_ns)
+            .map(|(k, _)| *k)
+            && let Some(span) = self.pending.remove(&key)
+        {
+            self.leave_thread(span.thread, key);
+            self.stats.evicted += 1;
+        }
+    }
+
+    /// Moves every span that is ready (ended, and its trace decided) to `out`. With `force`,
+    /// everything that ended goes now (shutdown).
+    pub fn flush(&mut self, now_ns: u64, force: bool, out: &mut Vec<Span>) {
+        let settle = self.config.settle.as_nanos() as u64;
+        let ready: Vec<SpanKey> = self
+            .pending
+            .iter()
+            .filter(|(k, p)| p.ending.is_some() && (force || self.decided(**k, now_ns, settle, 0)))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in ready {
+            let origin = self.origin(key, 0);
+            let parent_span_id = self.parent_span_id(key);
+            let Some(span) = self.pending.remove(&key) else {
+                continue;
+            };
+            let ending = span.ending.expect("filtered on ending");
+            let mut attributes = span.attributes;
+            attributes.extend(ending.attributes);
+            self.settled.insert(
+                key,
+                Settled {
+                    span_id: span.span_id,
+                    origin: origin.clone(),
+                    until_ns: now_ns + 60 * 1_000_000_000,
+                },
+            );
+            self.stats.spans_finished += 1;
+            out.push(Span {
+                trace_id: origin.trace_id,
+                span_id: span.span_id,
+                parent_span_id,
+                trace_flags: origin.flags,
+                trace_state: origin.state,
+                remote_sampled: origin.remote_sampled,
+                kind: span.kind,
+                name: span.name,
+                start_mono_ns: span.start_ns,
+                end_mono_ns: ending.end_ns,
+                error: ending.error,
+                attributes,
+                process: span.process,
+            });
+        }
+        if !force {
+            self.settled.retain(|_, s| s.until_ns > now_ns);
+            self.peers.expire(now_ns.saturating_sub(4 * settle));
+        }
+    }
+
+    /// Whether `key`'s trace can no longer change: its settle window and its ancestors' passed.
+    fn decided(&self, key: SpanKey, now_ns: u64, settle: u64, depth: usize) -> bool {
+        if self.settled.contains_key(&key) || depth > MAX_PARENT_DEPTH {
+            return true;
+        }
+        let Some(span) = self.pending.get(&key) else {
+            // Parent evicted: the child resolves without it.
+            return true;
+        };
+        span.seen_ns + settle <= now_ns
+            && match span.parent {
+                Parent::Local(parent) => self.decided(parent, now_ns, settle, depth + 1),
+                _ => true,
+            }
+    }
+
+    fn origin(&self, key: SpanKey, depth: usize) -> Origin {
+        if let Some(settled) = self.settled.get(&key) {
+            return settled.origin.clone();
+        }
+        let Some(span) = self.pending.get(&key) else {
+            return new_origin(new_trace_id());
+        };
+        match &span.parent {
+            Parent::Remote(ctx) => Origin {
+                trace_id: ctx.trace_id,
+                flags: ctx.flags,
+                state: ctx.state.clone(),
+                remote_sampled: Some(ctx.flags & 1 == 1),
+            },
+            Parent::Local(parent)
+                if depth < MAX_PARENT_DEPTH
+                    && (self.pending.contains_key(parent) || self.settled.contains_key(parent)) =>
+            {
+                self.origin(*parent, depth + 1)
+            }
+            _ => new_origin(span.own_trace_id),
+        }
+    }
+
+    fn parent_span_id(&self, key: SpanKey) -> Option<SpanId> {
+        match &self.pending.get(&key)?.parent {
+            Parent::None => None,
+            Parent::Remote(ctx) => Some(ctx.parent_id),
+            Parent::Local(parent) => self
+                .pending
+                .get(parent)
+                .map(|p| p.span_id)
+                .or_else(|| self.settled.get(parent).map(|s| s.span_id)),
+        }
+    }
+}
+
+fn new_origin(trace_id: TraceId) -> Origin {
+    Origin {
+        trace_id,
+        flags: 1,
+        state: String::new(),
+        remote_sampled: None,
+    }
+}
+
+/// Connection facts the protocol could not know: peer and local addresses.
+fn add_connection_attributes(attributes: &mut Vec<Attribute>, role: Role, conn: &ConnMeta) {
+    let has = |attributes: &Vec<Attribute>, key: &str| span::find(attributes, key).is_some();
+    if let Some(peer) = conn.peer {
+        attributes.push(Attribute::str(
+            "network.peer.address",
+            peer.ip().to_string(),
+        ));
+        attributes.push(Attribute::int("network.peer.port", peer.port() as i64));
+    }
+    let server = match role {
+        Role::Server => {
+            if let Some(peer) = conn.peer
+                && !has(attributes, "client.address")
+            {
+                attributes.push(Attribute::str("client.address", peer.ip().to_string()));
+            }
+            conn.local
+        }
+        Role::Client => conn.peer,
+    };
+    if let Some(server) = server {
+        if !has(attributes, "server.address") && !server.ip().is_unspecified() {
+            attributes.push(Attribute::str("server.address", server.ip().to_string()));
+        }
+        if !has(attributes, "server.port") {
+            attributes.push(Attribute::int("server.port", server.port() as i64));
+        }
+    }
+}
+
+fn new_trace_id() -> TraceId {
+    loop {
+        let id: TraceId = rand::rng().random();
+        if id != [0; 16] {
+            return id;
+        }
+    }
+}
+
+fn new_span_id() -> SpanId {
+    loop {
+        let id: SpanId = rand::rng().random();
+        if id != [0; 8] {
+            return id;
+        }
+    }
+}
+
+/// Settle window as CLOCK_MONOTONIC ns, for callers that schedule flushes.
+pub fn settle_ns(config: &StitchConfig) -> u64 {
+    config.settle.as_nanos() as u64
+}
