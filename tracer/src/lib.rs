@@ -6,7 +6,17 @@
 //! 4. [`stitch`]: requests and responses → spans with trace context and parents
 //! 5. [`sampling`]: which traces are kept
 //! 6. [`export`]: spans → OTLP (gRPC, HTTP), a JSON-lines file, or terminal waterfalls
+//!
+//! [`pipeline`] strings stages 1–5 together; [`agent`] runs it.
+pub mod agent;
+pub mod capture;
+pub mod cli;
+pub mod clock;
+pub mod connections;
 pub mod export;
+pub mod pipeline;
 pub mod process;
 pub mod protocols;
+pub mod sampling;
 pub mod span;
+pub mod stitch;
