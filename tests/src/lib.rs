@@ -5,6 +5,7 @@
 //! This crate does not depend on `tracer`: `tracer` dev-depends on it.
 
 mod grpc;
+pub mod harness;
 mod http;
 mod received;
 mod receiver;

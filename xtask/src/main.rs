@@ -1,1 +1,57 @@
-fn main() {}
+//! Project tasks: `cargo xtask <setup|build|demo|test>`. Each installs what is missing first,
+//! so a fresh machine needs nothing but these commands.
+
+mod cmd;
+mod demo;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "tracer project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (nightly rust-src, bpf-linker, tracefs, tools).
+    Setup,
+    /// Build the agent: target/release/tracer.
+    Build,
+    /// Trace two bundled demo services and show their traces in the terminal.
+    Demo,
+    /// Run every test, unit and end-to-end (needs root: it loads eBPF programs).
+    Test {
+        /// Only tests whose name contains this.
+        filter: Option<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run(),
+        Task::Build => setup::run().and_then(|()| build_release()),
+        Task::Demo => setup::run()
+            .and_then(|()| build_release())
+            .and_then(|()| demo::run()),
+        Task::Test { filter } => setup::run().and_then(|()| test::run(filter.as_deref())),
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The agent as users run it.
+pub fn build_release() -> anyhow::Result<()> {
+    cmd::cargo(&["build", "--release", "--package", "tracer"])?;
+    eprintln!(
+        "xtask: agent built: {}",
+        cmd::root().join("target/release/tracer").display()
+    );
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! Real processes for end-to-end tests: the agent binary, the bundled Python services, curl.
+//! Every child is killed when its handle drops; every wait is bounded.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// Workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_path_buf()
+}
+
+/// The agent under test: `TRACER_BIN`, set by `cargo xtask test`.
+pub fn agent_binary() -> Result<PathBuf> {
+    let path = std::env::var_os("TRACER_BIN")
+        .map(PathBuf::from)
+        .context("TRACER_BIN is not set: run the end-to-end tests with `cargo xtask test`")?;
+    if !path.is_file() {
+        bail!("TRACER_BIN={} does not exist", path.display());
+    }
+    Ok(path)
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. libc's SIGTERM = 15) and waits up to `timeout` for the exit.
+    pub fn stop(&mut self, signal: i32, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args([format!("-{signal}"), pid])
+            .status()
+            .context("running kill")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "process {} did not exit within {timeout:?}",
+                    self.child.id()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bundled Python service (tests/fixtures/http_services.py) and the port it listens on.
+pub struct Service {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Service {
+    pub fn start(args: &[&str]) -> Result<Self> {
+        let script = root().join("tests/fixtures/http_services.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting python3")?;
+        let stdout = child.stdout.take().context("service stdout")?;
+        let proc = Proc { child };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("service did not report its port within 10 s")?;
+        let port = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|p| p.parse().ok())
+            .with_context(|| format!("unexpected service output {line:?}"))?;
+        Ok(Self { proc, port })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// The agent, with its stderr collected (and echoed) for assertions and diagnosis.
+pub struct Agent {
+    pub proc: Proc,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    /// Starts `tracer <args>` and waits until it reports that tracing has begun.
+    pub fn start(args: &[String], envs: &[(&str, &str)]) -> Result<Self> {
+        let mut cmd = Command::new(agent_binary()?);
+        cmd.args(args).stderr(Stdio::piped()).stdout(Stdio::piped());
+        // Only the variables a test sets reach the agent's OTLP configuration.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("OTEL_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.envs(envs.iter().copied());
+        let mut child = cmd.spawn().context("starting the agent")?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stderr.take().context("agent stderr")?) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().context("agent stdout")?),
+        ] {
+            let log = log.clone();
+            let ready_tx = ready_tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    eprintln!("[agent] {line}");
+                    if line.contains("tracing ") && line.contains("process") {
+                        let _ = ready_tx.send(());
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut agent = Self {
+            proc: Proc { child },
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if ready_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+                return Ok(agent);
+            }
+            if let Some(status) = agent.proc.child.try_wait()? {
+                bail!(
+                    "agent exited before tracing ({status}): {}",
+                    agent.log().join("\n")
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("agent not tracing after 60 s: {}", agent.log().join("\n"));
+            }
+        }
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, and the exit status once it has flushed and exited.
+    pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
+        self.proc.stop(15, Duration::from_secs(20))
+    }
+}
+
+/// `curl -s` with extra arguments; returns the HTTP status code.
+pub fn curl(url: &str, extra: &[&str]) -> Result<u16> {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(extra)
+        .arg(url)
+        .output()
+        .context("running curl")?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .with_context(|| {
+            format!(
+                "curl {url} gave no status: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
