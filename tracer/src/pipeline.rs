@@ -117,3 +117,6 @@ impl Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

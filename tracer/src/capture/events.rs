@@ -43,7 +43,7 @@ pub struct OpenRecord {
     pub tid: u32,
     pub ts_ns: u64,
     pub peer: Option<SocketAddr>,
-    /// connect: the local address the kernel picked, when the sock_ops program handed it over.
+    /// The local address, when the kernel knows it (connect: the sock_ops handoff).
     pub local: Option<SocketAddr>,
     /// accept: the listening socket's fd, when the accept's entry was seen.
     pub listen_fd: Option<i32>,

@@ -19,10 +19,14 @@ use crate::{
 };
 use addr::AddressResolver;
 
-/// Bytes of a new connection inspected before giving up on recognising its protocol.
-const DETECT_BYTES: usize = 1024;
+/// A first syscall this long that is not a message start means the protocol is not ours.
+const DETECT_MIN_BYTES: usize = 16;
+/// Shorter first syscalls (a few bytes of a method?) get this many chances.
+const DETECT_SYSCALLS: u32 = 4;
 /// On a connection joined mid-stream, syscalls inspected for a message start before giving up.
 const DETECT_SYSCALLS_MIDSTREAM: u32 = 64;
+/// Stream-id distance between two parser instances on one connection (ids stay far below).
+const STREAM_EPOCH: u64 = 1 << 40;
 /// Connections tracked at most; the least recently active one is evicted beyond that.
 const MAX_CONNECTIONS: usize = 65536;
 
@@ -55,6 +59,9 @@ struct Connection {
     /// lost): the first bytes may be the middle of a message.
     mid_stream: bool,
     last_active_ns: u64,
+    /// Added to the parser's stream ids. Bumped when the parser is replaced (after lost data),
+    /// so the new parser's requests never reuse the ids of the old one's.
+    stream_epoch: u64,
 }
 
 impl Connection {
@@ -65,6 +72,7 @@ impl Connection {
             protocol: ProtocolState::Detecting { syscalls: 0 },
             mid_stream,
             last_active_ns: now_ns,
+            stream_epoch: 0,
         }
     }
 
@@ -73,9 +81,19 @@ impl Connection {
         if let ProtocolState::Parsing(parser) = &mut self.protocol {
             let mut events = Vec::new();
             parser.close(at, &mut events);
-            for ev in events {
-                out(&self.meta, ev);
+            self.emit(&mut events, out);
+        }
+    }
+
+    /// Hands parsed events on, with stream ids made unique for the connection's life.
+    fn emit(&self, events: &mut Vec<L7Event>, out: &mut dyn FnMut(&ConnMeta, L7Event)) {
+        for mut ev in events.drain(..) {
+            match &mut ev {
+                L7Event::Request(r) => r.stream_id += self.stream_epoch,
+                L7Event::Response(r) => r.stream_id += self.stream_epoch,
+                L7Event::Abandoned { stream_id, .. } => *stream_id += self.stream_epoch,
             }
+            out(&self.meta, ev);
         }
     }
 }
@@ -190,10 +208,10 @@ impl Connections {
         // First-hand addresses from the kernel where it has them (the peer from the syscall,
         // a client's local address from the sock_ops handoff, a server's from its listener);
         // /proc for the rest, while the socket still exists.
-        let mut local = match (open.accepted, open.listen_fd) {
-            (false, _) => open.local,
-            (true, Some(listen_fd)) => self.resolver.listener(socket.tgid, listen_fd, now),
-            (true, None) => None,
+        let mut local = match (open.local, open.accepted, open.listen_fd) {
+            (Some(local), _, _) => Some(local),
+            (None, true, Some(listen_fd)) => self.resolver.listener(socket.tgid, listen_fd, now),
+            _ => None,
         };
         let mut peer = open.peer;
         if local.is_none() || peer.is_none() {
@@ -283,6 +301,7 @@ impl Connections {
             });
             if matches!(conn.protocol, ProtocolState::Parsing(_)) {
                 conn.protocol = ProtocolState::Detecting { syscalls: 0 };
+                conn.stream_epoch += STREAM_EPOCH;
             }
             conn.mid_stream = true;
             self.stats.lost_resyncs += 1;
@@ -314,9 +333,8 @@ impl Connections {
                         let give_up = if conn.mid_stream {
                             attempts >= DETECT_SYSCALLS_MIDSTREAM
                         } else {
-                            // A fresh stream starts with a message, or it is not ours. A very
-                            // short first read (a few bytes of a method) may still grow into one.
-                            data.payload.len() >= 16 || stream.buffered() >= DETECT_BYTES
+                            // A fresh stream starts with a message, or it is not ours.
+                            data.payload.len() >= DETECT_MIN_BYTES || attempts >= DETECT_SYSCALLS
                         };
                         if give_up {
                             conn.protocol = ProtocolState::Unknown;
@@ -329,9 +347,7 @@ impl Connections {
                 }
             }
         }
-        for ev in self.scratch.drain(..) {
-            out(&conn.meta, ev);
-        }
+        conn.emit(&mut self.scratch, out);
     }
 
     /// Housekeeping on the agent's tick.

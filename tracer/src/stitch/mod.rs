@@ -63,6 +63,8 @@ pub struct StitchStats {
     pub evicted: u64,
     /// Requests on connections whose role is unknown.
     pub no_role: u64,
+    /// Requests reusing the id of a pending one (should stay 0).
+    pub duplicate_requests: u64,
 }
 
 enum Parent {
@@ -186,6 +188,11 @@ impl Stitcher {
             return;
         };
         let key = (conn.socket, req.stream_id);
+        if self.pending.contains_key(&key) {
+            // One id per request on a connection: a repeat is a parser bug, never overwrite.
+            self.stats.duplicate_requests += 1;
+            return;
+        }
         let thread = (tgid, req.first.tid);
         tracing::trace!(
             "request {} on pid {tgid} fd {} ({role:?}, local {:?}, peer {:?})",

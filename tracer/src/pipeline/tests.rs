@@ -1,0 +1,335 @@
+//! The data path from decoded capture events to spans, without the kernel: connections,
+//! parsing, stitching and sampling together.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use tracer_common::{DATA_FLAG_LOST_BEFORE, Direction, Syscall};
+
+use super::Pipeline;
+use crate::{
+    capture::{CaptureEvent, DataRecord, OpenRecord, SocketId},
+    process::ProcessMeta,
+    sampling::Sampler,
+    span::{self, Span, SpanKind, Value},
+    stitch::StitchConfig,
+};
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER: &str = "00f067aa0ba902b7";
+
+fn process(pid: u32) -> Arc<ProcessMeta> {
+    Arc::new(ProcessMeta {
+        pid,
+        service_name: format!("svc{pid}"),
+        service_name_is_explicit: false,
+        service_instance_id: format!("id{pid}"),
+        executable_name: "python3".into(),
+        executable_path: "/usr/bin/python3".into(),
+        command_line: "python3 app.py".into(),
+        start_ticks: 1,
+    })
+}
+
+fn pipeline(pids: &[u32]) -> Pipeline {
+    let mut p = Pipeline::new(StitchConfig::default(), Sampler::default());
+    for pid in pids {
+        p.stitcher().add_process(process(*pid));
+    }
+    p
+}
+
+fn sock(tgid: u32, fd: i32, conn_gen: u64) -> SocketId {
+    SocketId { tgid, fd, conn_gen }
+}
+
+fn addr(s: &str) -> Option<SocketAddr> {
+    Some(s.parse().unwrap())
+}
+
+fn open(socket: SocketId, accepted: bool, local: &str, peer: &str) -> CaptureEvent {
+    CaptureEvent::Open(OpenRecord {
+        socket,
+        tid: 1,
+        ts_ns: 1,
+        peer: addr(peer),
+        local: addr(local),
+        listen_fd: None,
+        accepted,
+    })
+}
+
+/// `bytes` moved by one syscall of thread `tid` between `t` and `t + 5` (ns).
+fn data(socket: SocketId, tid: u32, t: u64, dir: Direction, bytes: &[u8]) -> CaptureEvent {
+    CaptureEvent::Data(DataRecord {
+        socket,
+        tid,
+        enter_ns: t,
+        exit_ns: t + 5,
+        direction: dir,
+        syscall: match dir {
+            Direction::Ingress => Syscall::Recvfrom,
+            Direction::Egress => Syscall::Sendto,
+        },
+        total_len: bytes.len() as u64,
+        payload: Bytes::copy_from_slice(bytes),
+        flags: 0,
+    })
+}
+
+fn request(path: &str, extra: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: svc\r\n{extra}\r\n").into_bytes()
+}
+
+fn response(status: u16) -> Vec<u8> {
+    format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nok").into_bytes()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn path(span: &Span) -> String {
+    match span::find(&span.attributes, "url.path") {
+        Some(Value::Str(s)) => s.clone(),
+        other => panic!("no url.path: {other:?}"),
+    }
+}
+
+fn by_path<'a>(spans: &'a [Span], pid: u32, p: &str) -> &'a Span {
+    let found: Vec<_> = spans
+        .iter()
+        .filter(|s| s.process.pid == pid && path(s) == p)
+        .collect();
+    assert_eq!(found.len(), 1, "one span for {p} of pid {pid}: {spans:#?}");
+    found[0]
+}
+
+#[test]
+fn a_served_request_and_the_calls_its_thread_makes_form_one_tree() {
+    let mut p = pipeline(&[1]);
+    let (server, client) = (sock(1, 4, 10), sock(1, 5, 11));
+    let traceparent = format!("traceparent: 00-{TRACE}-{CALLER}-01\r\n");
+    p.on_event(open(server, true, "127.0.0.1:8080", "127.0.0.1:50000"));
+    p.on_event(data(
+        server,
+        7,
+        100,
+        Direction::Ingress,
+        &request("/a/1", &traceparent),
+    ));
+    p.on_event(open(client, false, "127.0.0.1:40000", "127.0.0.1:9090"));
+    p.on_event(data(client, 7, 200, Direction::Egress, &request("/b", "")));
+    p.on_event(data(client, 7, 300, Direction::Ingress, &response(503)));
+    p.on_event(data(server, 7, 400, Direction::Egress, &response(200)));
+
+    let spans = p.ready_spans(true);
+    assert_eq!(spans.len(), 2);
+    let (s, c) = (by_path(&spans, 1, "/a/1"), by_path(&spans, 1, "/b"));
+    assert_eq!(s.kind, SpanKind::Server);
+    assert_eq!(hex(&s.trace_id), TRACE);
+    assert_eq!(s.parent_span_id.map(|p| hex(&p)).as_deref(), Some(CALLER));
+    assert_eq!(s.name, "GET /a/{id}");
+    // Server: first byte read (exit of the read) to last byte written (exit of the write).
+    assert_eq!((s.start_mono_ns, s.end_mono_ns), (105, 405));
+    assert_eq!(s.error, None);
+
+    assert_eq!(c.kind, SpanKind::Client);
+    assert_eq!(c.trace_id, s.trace_id);
+    assert_eq!(c.parent_span_id, Some(s.span_id));
+    // Client: entry of the request write to the exit of the last response read.
+    assert_eq!((c.start_mono_ns, c.end_mono_ns), (200, 305));
+    assert!(c.error.is_some(), "a 503 is an error for the client");
+    assert_eq!(
+        span::find(&c.attributes, "network.peer.port"),
+        Some(&Value::Int(9090))
+    );
+    assert_eq!(
+        span::find(&s.attributes, "client.address"),
+        Some(&Value::Str("127.0.0.1".into()))
+    );
+}
+
+#[test]
+fn another_thread_call_is_not_a_child() {
+    let mut p = pipeline(&[1]);
+    let (server, client) = (sock(1, 4, 10), sock(1, 5, 11));
+    p.on_event(open(server, true, "127.0.0.1:8080", "127.0.0.1:50000"));
+    p.on_event(data(server, 7, 100, Direction::Ingress, &request("/a", "")));
+    p.on_event(open(client, false, "127.0.0.1:40000", "127.0.0.1:9090"));
+    p.on_event(data(client, 8, 200, Direction::Egress, &request("/b", "")));
+    p.on_event(data(client, 8, 300, Direction::Ingress, &response(200)));
+    p.on_event(data(server, 7, 400, Direction::Egress, &response(200)));
+    let spans = p.ready_spans(true);
+    let (s, c) = (by_path(&spans, 1, "/a"), by_path(&spans, 1, "/b"));
+    assert_eq!(c.parent_span_id, None);
+    assert_ne!(c.trace_id, s.trace_id);
+}
+
+/// Process 1 calls process 2 on this host; the backend's read may reach the agent before or
+/// after the frontend's write. Either way the backend span's parent is the client span, even
+/// though the frontend forwarded the upstream header verbatim.
+#[test]
+fn both_ends_of_a_local_connection_link_in_either_order() {
+    for server_first in [false, true] {
+        let mut p = pipeline(&[1, 2]);
+        let (front, out, back) = (sock(1, 4, 10), sock(1, 5, 11), sock(2, 6, 12));
+        let traceparent = format!("traceparent: 00-{TRACE}-{CALLER}-01\r\n");
+        p.on_event(open(front, true, "127.0.0.1:8080", "127.0.0.1:50000"));
+        p.on_event(data(
+            front,
+            7,
+            100,
+            Direction::Ingress,
+            &request("/a", &traceparent),
+        ));
+        p.on_event(open(out, false, "127.0.0.1:40000", "127.0.0.1:9090"));
+        p.on_event(open(back, true, "0.0.0.0:9090", "127.0.0.1:40000"));
+        let sent = data(out, 7, 200, Direction::Egress, &request("/b", &traceparent));
+        let read = data(
+            back,
+            9,
+            210,
+            Direction::Ingress,
+            &request("/b", &traceparent),
+        );
+        if server_first {
+            p.on_event(read);
+            p.on_event(sent);
+        } else {
+            p.on_event(sent);
+            p.on_event(read);
+        }
+        p.on_event(data(back, 9, 250, Direction::Egress, &response(200)));
+        p.on_event(data(out, 7, 260, Direction::Ingress, &response(200)));
+        p.on_event(data(front, 7, 300, Direction::Egress, &response(200)));
+        let spans = p.ready_spans(true);
+        assert_eq!(spans.len(), 3);
+        let (c, b) = (by_path(&spans, 1, "/b"), by_path(&spans, 2, "/b"));
+        assert_eq!(
+            b.parent_span_id,
+            Some(c.span_id),
+            "server_first={server_first}"
+        );
+        assert_eq!(hex(&b.trace_id), TRACE);
+        assert_eq!(p.stats().stitch.peer_links, 1);
+    }
+}
+
+#[test]
+fn a_reused_fd_starts_a_new_connection_and_ends_the_old_one() {
+    let mut p = pipeline(&[1]);
+    let (old, new) = (sock(1, 4, 10), sock(1, 4, 20));
+    p.on_event(open(old, true, "127.0.0.1:8080", "127.0.0.1:50000"));
+    p.on_event(data(old, 7, 100, Direction::Ingress, &request("/old", "")));
+    // The close was never seen; the new generation's data arrives.
+    p.on_event(data(new, 7, 200, Direction::Ingress, &request("/new", "")));
+    p.on_event(data(new, 7, 300, Direction::Egress, &response(200)));
+    let spans = p.ready_spans(true);
+    assert_eq!(spans.len(), 2);
+    assert!(by_path(&spans, 1, "/old").error.is_some(), "abandoned");
+    assert_eq!(by_path(&spans, 1, "/new").error, None);
+    assert_eq!(p.stats().stitch.abandoned, 1);
+    // A late event of the old generation is ignored, not mixed in.
+    p.on_event(data(old, 7, 400, Direction::Egress, &response(200)));
+    assert_eq!(p.stats().connections.stale_events, 1);
+}
+
+#[test]
+fn data_lost_in_the_kernel_resets_the_connection() {
+    let mut p = pipeline(&[1]);
+    let s = sock(1, 4, 10);
+    p.on_event(open(s, true, "127.0.0.1:8080", "127.0.0.1:50000"));
+    p.on_event(data(s, 7, 100, Direction::Ingress, &request("/a", "")));
+    // The response to /a was lost; the next event says so.
+    let mut next = data(s, 7, 300, Direction::Ingress, &request("/b", ""));
+    if let CaptureEvent::Data(d) = &mut next {
+        d.flags = DATA_FLAG_LOST_BEFORE;
+    }
+    p.on_event(next);
+    p.on_event(data(s, 7, 400, Direction::Egress, &response(200)));
+    let spans = p.ready_spans(true);
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    assert!(by_path(&spans, 1, "/a").error.is_some());
+    let b = by_path(&spans, 1, "/b");
+    assert_eq!((b.error.as_deref(), b.end_mono_ns), (None, 405));
+    assert_eq!(p.stats().connections.lost_resyncs, 1);
+}
+
+#[test]
+fn other_protocols_give_no_spans() {
+    let mut p = pipeline(&[1]);
+    let s = sock(1, 4, 10);
+    p.on_event(open(s, false, "127.0.0.1:40000", "127.0.0.1:443"));
+    // A TLS ClientHello, then whatever follows.
+    p.on_event(data(
+        s,
+        7,
+        100,
+        Direction::Egress,
+        &[
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 1, 2, 3, 4, 5, 6, 7,
+        ],
+    ));
+    p.on_event(data(
+        s,
+        7,
+        200,
+        Direction::Egress,
+        &request("/not-http-anymore", ""),
+    ));
+    assert!(p.ready_spans(true).is_empty());
+    assert_eq!(p.stats().connections.unknown_protocol, 1);
+}
+
+#[test]
+fn a_process_exit_ends_its_open_requests() {
+    let mut p = pipeline(&[1]);
+    let s = sock(1, 4, 10);
+    p.on_event(open(s, true, "127.0.0.1:8080", "127.0.0.1:50000"));
+    p.on_event(data(s, 7, 100, Direction::Ingress, &request("/a", "")));
+    p.on_event(CaptureEvent::ProcessExit {
+        tgid: 1,
+        ts_ns: 500,
+    });
+    let spans = p.ready_spans(true);
+    assert_eq!(spans.len(), 1);
+    assert!(spans[0].error.is_some());
+    assert_eq!(p.take_exited(), vec![1]);
+}
+
+#[test]
+fn unsampled_callers_are_respected_by_the_default_sampler() {
+    let mut p = pipeline(&[1]);
+    let s = sock(1, 4, 10);
+    let traceparent = format!("traceparent: 00-{TRACE}-{CALLER}-00\r\n");
+    p.on_event(open(s, true, "127.0.0.1:8080", "127.0.0.1:50000"));
+    p.on_event(data(
+        s,
+        7,
+        100,
+        Direction::Ingress,
+        &request("/a", &traceparent),
+    ));
+    p.on_event(data(s, 7, 200, Direction::Egress, &response(200)));
+    assert!(p.ready_spans(true).is_empty());
+    assert_eq!(p.stats().sampled_out, 1);
+}
+
+#[test]
+fn spans_wait_for_the_settle_window_unless_forced() {
+    let mut p = Pipeline::new(
+        StitchConfig {
+            settle: Duration::from_secs(3600),
+            ..StitchConfig::default()
+        },
+        Sampler::default(),
+    );
+    p.stitcher().add_process(process(1));
+    let s = sock(1, 4, 10);
+    p.on_event(open(s, true, "127.0.0.1:8080", "127.0.0.1:50000"));
+    p.on_event(data(s, 7, 100, Direction::Ingress, &request("/a", "")));
+    p.on_event(data(s, 7, 200, Direction::Egress, &response(200)));
+    assert!(p.ready_spans(false).is_empty(), "still settling");
+    assert_eq!(p.ready_spans(true).len(), 1);
+}
