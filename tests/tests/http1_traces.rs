@@ -213,10 +213,13 @@ async fn traces_whole_trees(protocol: Protocol) -> Result<()> {
     let receiver = OtlpReceiver::start(protocol).await?;
     let pairs = start_pairs()?;
     let mut args: Vec<String> = vec!["run".into()];
-    for pair in &pairs {
-        for pid in [pair.frontend.proc.pid(), pair.backend.proc.pid()] {
-            args.extend(["--pid".into(), pid.to_string()]);
-        }
+    for (i, pair) in pairs.iter().enumerate() {
+        args.extend([
+            "--pid".into(),
+            format!("{}=frontend-{i}", pair.frontend.proc.pid()),
+        ]);
+        // The backend keeps the default service name: the executable's.
+        args.extend(["--pid".into(), pair.backend.proc.pid().to_string()]);
     }
     let protocol_name = match protocol {
         Protocol::Grpc => "grpc",
@@ -254,7 +257,21 @@ async fn traces_whole_trees(protocol: Protocol) -> Result<()> {
         spans_after.len()
     );
 
-    for pair in &pairs {
+    for (i, pair) in pairs.iter().enumerate() {
+        let frontend_pid = pair.frontend.proc.pid() as i64;
+        for span in spans.iter().filter(|s| pid_of(s) == frontend_pid) {
+            ensure!(
+                span.service_name == format!("frontend-{i}"),
+                "named service: {span:#?}"
+            );
+        }
+        let backend_pid = pair.backend.proc.pid() as i64;
+        for span in spans.iter().filter(|s| pid_of(s) == backend_pid) {
+            ensure!(
+                span.service_name.starts_with("python3"),
+                "executable name: {span:#?}"
+            );
+        }
         let continued = check_tree(
             &spans,
             pair,
@@ -274,10 +291,20 @@ async fn traces_whole_trees(protocol: Protocol) -> Result<()> {
         ensure!(continued != fresh, "two requests, two traces");
         check_tree(&spans, pair, "/fail", &["/fail"], None, 500)?;
     }
-    let server = spans.iter().find(|s| s.kind == SERVER).unwrap();
-    ensure!(server.name == "GET /checkout/{id}" || server.name.starts_with("GET /"));
-    ensure!(server.resource_attr("service.name").is_some());
-    ensure!(server.resource_attr("host.name").is_some());
+    for span in &spans {
+        ensure!(
+            span.resource_attr("host.name").is_some(),
+            "host.name: {span:#?}"
+        );
+        ensure!(span.resource_attr("service.instance.id").is_some());
+        let expected_name = match path_of(span) {
+            p if p.starts_with("/checkout/") => "GET /checkout/{id}",
+            p if p.starts_with("/inventory/") => "GET /inventory/{id}",
+            p if p.starts_with("/price/") => "GET /price/{id}",
+            _ => "GET /fail",
+        };
+        ensure!(span.name == expected_name, "span name: {span:#?}");
+    }
 
     let status = agent.stop()?;
     ensure!(status.success(), "agent exit status {status}");

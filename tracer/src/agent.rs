@@ -20,6 +20,7 @@ use tracer_common::{Counter, SOCK_FLAG_PREEXISTING, SockInfo, USER_GEN_BIT};
 
 use crate::{
     capture::{self, Capture, CaptureConfig, SocketId},
+    cli::Target,
     export::{ExportArgs, ExportConfig, Exporter},
     pipeline::Pipeline,
     process::ProcessMeta,
@@ -28,7 +29,7 @@ use crate::{
 };
 
 pub struct RunOptions {
-    pub pids: Vec<u32>,
+    pub targets: Vec<Target>,
     pub export: ExportArgs,
     pub capture: CaptureConfig,
     pub stitch: StitchConfig,
@@ -45,7 +46,7 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 
 pub async fn run(options: RunOptions) -> Result<()> {
     capture::preflight()?;
-    if options.pids.is_empty() {
+    if options.targets.is_empty() {
         bail!("nothing to trace: give at least one --pid");
     }
     let host = host_name();
@@ -56,11 +57,12 @@ pub async fn run(options: RunOptions) -> Result<()> {
         env("OTEL_TRACES_SAMPLER_ARG").as_deref(),
     )?;
     let mut targets = Vec::new();
-    for &pid in &options.pids {
+    for target in &options.targets {
+        let pid = target.pid;
         if pid == std::process::id() {
             bail!("pid {pid} is the tracer itself; it never traces itself");
         }
-        let meta = ProcessMeta::from_proc(pid, None, &host)
+        let meta = ProcessMeta::from_proc(pid, target.service_name.as_deref(), &host)
             .with_context(|| format!("pid {pid} not found: check it with `ps -p {pid}`"))?;
         targets.push(Arc::new(meta));
     }

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => {
             let options = RunOptions {
-                pids: args.pids,
+                targets: args.pids,
                 export: ExportArgs {
                     otlp_endpoint: args.otlp_endpoint,
                     otlp_protocol: args.otlp_protocol,

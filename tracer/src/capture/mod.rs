@@ -21,14 +21,34 @@ pub fn preflight() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("tracer must run as root (it loads eBPF programs): run it with sudo");
     }
-    let syscalls = TRACEFS_ROOTS
+    check_tracefs(&TRACEFS_ROOTS.map(Path::new))
+}
+
+/// The syscall tracepoints are visible under one of `roots`.
+fn check_tracefs(roots: &[&Path]) -> Result<()> {
+    if !roots
         .iter()
-        .any(|root| Path::new(root).join("events/syscalls").is_dir());
-    if !syscalls {
+        .any(|root| root.join("events/syscalls").is_dir())
+    {
         bail!(
             "tracefs is not mounted (no /sys/kernel/tracing/events/syscalls): \
              run `mount -t tracefs tracefs /sys/kernel/tracing`"
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracefs_must_show_the_syscall_events() {
+        let dir = std::env::temp_dir().join(format!("tracer-tracefs-{}", std::process::id()));
+        let err = check_tracefs(&[&dir]).unwrap_err().to_string();
+        assert!(err.contains("mount -t tracefs"), "{err}");
+        std::fs::create_dir_all(dir.join("events/syscalls")).unwrap();
+        assert!(check_tracefs(&[Path::new("/nonexistent"), &dir]).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -1,12 +1,13 @@
 //! Renders one trace as a terminal waterfall: spans in parent→child order, indented, with a
-//! bar on a time axis shared by the whole trace. Pure, so that it is tested as text.
+//! bar on a time axis shared by the whole trace; client spans (outgoing calls) are marked `→`.
+//! Pure, so that it is tested as text.
 
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
 use crate::process::ProcessMeta;
-use crate::span::Span;
+use crate::span::{Span, SpanKind};
 
 pub struct RenderOptions {
     /// ANSI colours (red error lines, bold header): only for a terminal.
@@ -65,7 +66,19 @@ pub fn render(
     let labels: Vec<String> = rows
         .iter()
         .map(|(depth, s)| {
-            let label = format!("{}{} {}", "  ".repeat(*depth), service(&s.process), s.name);
+            // "→" marks an outgoing call, so a client span and the server span under it
+            // (same name, other service) read as caller and callee.
+            let arrow = if s.kind == SpanKind::Client {
+                "→ "
+            } else {
+                ""
+            };
+            let label = format!(
+                "{}{} {arrow}{}",
+                "  ".repeat(*depth),
+                service(&s.process),
+                s.name
+            );
             truncate(&label, opts.max_label_width)
         })
         .collect();

@@ -7,7 +7,8 @@ use crate::export::testutil::{process, span};
 fn trace() -> Vec<Arc<Span>> {
     let (fe, be) = (process(1, "frontend"), process(2, "backend"));
     let root = span(&fe, 7, 1, None, "GET /", 1000, 1100);
-    let call = span(&fe, 7, 2, Some(1), "GET backend/users", 1010, 1060);
+    let mut call = span(&fe, 7, 2, Some(1), "GET backend/users", 1010, 1060);
+    call.kind = SpanKind::Client;
     let served = span(&be, 7, 3, Some(2), "GET /users", 1020, 1050);
     let mut fail = span(&fe, 7, 4, Some(1), "GET /fail", 1060, 1100);
     fail.error = Some("500 Internal Server Error".into());
@@ -35,11 +36,11 @@ fn renders_tree_order_bars_and_error_mark() {
     let text = render(&trace(), &name, &opts(false));
     let expected = [
         "trace 07070707070707070707070707070707  5 spans  100 ms",
-        "  frontend GET /                  100 ms │██████████│",
-        "    frontend GET backend/users   50.0 ms │ █████    │",
-        "      backend GET /users         30.0 ms │  ███     │",
-        "✗   frontend GET /fail           40.0 ms │      ████│ 500 Internal Server Error",
-        "  backend GET /remote            3.00 ms │█         │",
+        "  frontend GET /                    100 ms │██████████│",
+        "    frontend → GET backend/users   50.0 ms │ █████    │",
+        "      backend GET /users           30.0 ms │  ███     │",
+        "✗   frontend GET /fail             40.0 ms │      ████│ 500 Internal Server Error",
+        "  backend GET /remote              3.00 ms │█         │",
     ];
     assert_eq!(text.lines().collect::<Vec<_>>(), expected, "\n{text}");
 }
