@@ -64,8 +64,16 @@ async fn grpc_client(r: &OtlpReceiver) -> TraceServiceClient<tonic::transport::C
     TraceServiceClient::connect(r.endpoint()).await.unwrap()
 }
 
+/// reqwest is built without a TLS crypto provider (the agent installs ring); so do the tests.
+fn http_client() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 async fn post(r: &OtlpReceiver, path: &str, body: Vec<u8>) -> reqwest::Result<reqwest::Response> {
-    reqwest::Client::new()
+    http_client()
+        .build()
+        .unwrap()
         .post(format!("{}{path}", r.endpoint()))
         .header("content-type", "application/x-protobuf")
         .header("x-api-key", "k1")
@@ -124,7 +132,9 @@ async fn http_accepts_protobuf_posts_only_on_the_traces_path() {
     assert_eq!(missing.status(), 404);
     let garbage = post(&r, "/v1/traces", vec![0xff; 3]).await.unwrap();
     assert_eq!(garbage.status(), 400);
-    let json = reqwest::Client::new()
+    let json = http_client()
+        .build()
+        .unwrap()
         .post(format!("{}/v1/traces", r.endpoint()))
         .header("content-type", "application/json")
         .body("{}")
@@ -236,10 +246,7 @@ async fn serves_tls_with_a_certificate_clients_can_trust() {
     let h = OtlpReceiver::start_http_tls().await.unwrap();
     assert!(h.endpoint().starts_with("https://127.0.0.1:"));
     let ca = reqwest::Certificate::from_pem(h.ca_pem().unwrap().as_bytes()).unwrap();
-    let client = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .build()
-        .unwrap();
+    let client = http_client().tls_certs_only([ca]).build().unwrap();
     let ok = client
         .post(format!("{}/v1/traces", h.endpoint()))
         .header("content-type", "application/x-protobuf")
@@ -250,7 +257,9 @@ async fn serves_tls_with_a_certificate_clients_can_trust() {
     assert_eq!(ok.status(), 200);
     // A client that does not trust the certificate is refused.
     assert!(
-        reqwest::Client::new()
+        http_client()
+            .build()
+            .unwrap()
             .post(format!("{}/v1/traces", h.endpoint()))
             .send()
             .await

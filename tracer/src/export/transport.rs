@@ -181,6 +181,7 @@ impl HttpTransport {
                 HeaderValue::from_str(value)?,
             );
         }
+        install_crypto_provider();
         let mut client = reqwest::Client::builder();
         if let Some(pem) = read_ca(config)? {
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
@@ -310,6 +311,12 @@ fn delivered(reply: ExportTraceServiceResponse) -> Delivered {
         rejected_spans: partial.rejected_spans.max(0) as u64,
         message: partial.error_message,
     }
+}
+
+/// reqwest's rustls is built without a crypto provider; use ring, as tonic does. Installing
+/// twice is harmless (the second attempt reports the first is in place).
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn user_agent() -> String {
