@@ -36,6 +36,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Result<Self> {
+        let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+        Ok(Self { child })
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -77,8 +82,13 @@ pub struct Service {
 }
 
 impl Service {
+    /// tests/fixtures/http_services.py with `args`.
     pub fn start(args: &[&str]) -> Result<Self> {
-        let script = root().join("tests/fixtures/http_services.py");
+        Self::start_script(&root().join("tests/fixtures/http_services.py"), args)
+    }
+
+    /// A Python script that prints "listening on PORT" once it serves.
+    pub fn start_script(script: &std::path::Path, args: &[&str]) -> Result<Self> {
         let mut child = Command::new("python3")
             .arg(script)
             .args(args)
@@ -175,6 +185,44 @@ impl Agent {
     pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
         self.proc.stop(15, Duration::from_secs(20))
     }
+}
+
+/// A port nothing listens on right now (the OS picked it; it is free again once returned).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on port {port} after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// `tracer run` arguments that trace `targets` (`PID[=SERVICE]`) and export to `receiver`.
+pub fn run_args(targets: &[String], receiver: &crate::OtlpReceiver) -> Vec<String> {
+    let mut args = vec!["run".to_string()];
+    for target in targets {
+        args.extend(["--pid".to_string(), target.clone()]);
+    }
+    let protocol = match receiver.protocol() {
+        crate::Protocol::Grpc => "grpc",
+        crate::Protocol::Http => "http/protobuf",
+    };
+    args.extend([
+        "--otlp-endpoint".to_string(),
+        receiver.endpoint(),
+        "--otlp-protocol".to_string(),
+        protocol.to_string(),
+    ]);
+    args
 }
 
 /// `curl -s` with extra arguments; returns the HTTP status code.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use tracer_e2e::{
     AttrValue, OtlpReceiver, Protocol, ReceivedSpan,
-    harness::{Agent, Service, curl, is_root},
+    harness::{Agent, Service, curl, is_root, run_args},
 };
 
 const SERVER: i32 = 2;
@@ -212,25 +212,13 @@ async fn traces_whole_trees(protocol: Protocol) -> Result<()> {
     );
     let receiver = OtlpReceiver::start(protocol).await?;
     let pairs = start_pairs()?;
-    let mut args: Vec<String> = vec!["run".into()];
+    let mut targets = Vec::new();
     for (i, pair) in pairs.iter().enumerate() {
-        args.extend([
-            "--pid".into(),
-            format!("{}=frontend-{i}", pair.frontend.proc.pid()),
-        ]);
+        targets.push(format!("{}=frontend-{i}", pair.frontend.proc.pid()));
         // The backend keeps the default service name: the executable's.
-        args.extend(["--pid".into(), pair.backend.proc.pid().to_string()]);
+        targets.push(pair.backend.proc.pid().to_string());
     }
-    let protocol_name = match protocol {
-        Protocol::Grpc => "grpc",
-        Protocol::Http => "http/protobuf",
-    };
-    args.extend([
-        "--otlp-endpoint".into(),
-        receiver.endpoint(),
-        "--otlp-protocol".into(),
-        protocol_name.into(),
-    ]);
+    let args = run_args(&targets, &receiver);
     let mut agent = Agent::start(&args, &[])?;
 
     for pair in &pairs {

@@ -8,8 +8,8 @@ use crate::cmd;
 
 /// bpf-linker version known to build here against the nightly toolchain's own LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
-/// Debian packages the tests and the demo drive as real peers.
-const DEBIAN_PACKAGES: &[(&str, &str)] = &[("curl", "curl")];
+/// Debian packages the tests and the demo drive as real peers: (binary, package).
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[("curl", "curl"), ("nginx", "nginx")];
 
 pub fn run() -> Result<()> {
     nightly_rust_src()?;
