@@ -5,6 +5,7 @@
 //! valid carries no context (the span starts a new trace), and a `tracestate` that is not valid is
 //! dropped without affecting `traceparent`.
 
+use super::trim_ows;
 use crate::span::TraceContext;
 
 /// Length of a version-00 `traceparent`: `00-<32 hex>-<16 hex>-<2 hex>`.
@@ -170,17 +171,6 @@ fn valid_value(value: &[u8]) -> bool {
     (1..=MAX_VALUE_LEN).contains(&value.len())
         && value.iter().all(printable)
         && value.last() != Some(&b' ')
-}
-
-/// Strips optional whitespace (spaces and tabs) from both ends.
-fn trim_ows(mut bytes: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = bytes {
-        bytes = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = bytes {
-        bytes = rest;
-    }
-    bytes
 }
 
 #[cfg(test)]

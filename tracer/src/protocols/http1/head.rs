@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 use httparse::Status;
 
 use super::start_line::{self, Looks};
-use crate::protocols::http::{semconv, trace_context};
+use crate::protocols::http::{semconv, trace_context, trim_ows};
 use crate::span::{Attribute, Role, TraceContext};
 
 /// Headers beyond this many make a head unreadable (browsers send about 20).
@@ -268,7 +268,7 @@ impl<'a> Fields<'a> {
                     fields.transfer_encoding = true;
                     if let Some(last) = value
                         .split(|&b| b == b',')
-                        .map(trim)
+                        .map(trim_ows)
                         .rfind(|c| !c.is_empty())
                     {
                         fields.chunked = last.eq_ignore_ascii_case(b"chunked");
@@ -329,7 +329,7 @@ impl<'a> Fields<'a> {
 /// `Content-Length` as a list of equal decimal numbers (`5` or `5, 5`).
 fn parse_content_length(value: &[u8]) -> Option<u64> {
     let mut length = None;
-    for item in value.split(|&b| b == b',').map(trim) {
+    for item in value.split(|&b| b == b',').map(trim_ows) {
         if item.is_empty() || !item.iter().all(u8::is_ascii_digit) {
             return None;
         }
@@ -342,16 +342,6 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
         length = Some(n);
     }
     length
-}
-
-fn trim(mut bytes: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = bytes {
-        bytes = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = bytes {
-        bytes = rest;
-    }
-    bytes
 }
 
 #[cfg(test)]
