@@ -37,6 +37,8 @@ pub struct RunOptions {
 
 /// How often pending spans are flushed and health is checked.
 const TICK: Duration = Duration::from_millis(100);
+/// How often traced processes are looked up in /proc, in case their exit event was lost.
+const LIVENESS_EVERY: Duration = Duration::from_secs(2);
 /// How often kernel drop counters are compared and reported.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// Ring records processed before yielding to the other tasks.
@@ -93,6 +95,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut ticker = tokio::time::interval(TICK);
     let mut reports = DropReporter::new();
+    let mut liveness_checked = Instant::now();
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -108,7 +111,12 @@ pub async fn run(options: RunOptions) -> Result<()> {
                 }
             }
             _ = ticker.tick() => {
-                for pid in pipeline.take_exited().into_iter().chain(dead(&traced)) {
+                let mut exited = pipeline.take_exited();
+                if liveness_checked.elapsed() >= LIVENESS_EVERY {
+                    liveness_checked = Instant::now();
+                    exited.extend(dead(&traced));
+                }
+                for pid in exited {
                     if let Some(meta) = traced.remove(&pid) {
                         tracing::info!("process {pid} ({}) exited", meta.executable_name);
                         pipeline.forget_process(pid);
