@@ -55,7 +55,8 @@ pub fn run() -> Result<()> {
         "xtask: tracing the demo frontend (pid {frontend_pid}) and backend (pid {backend_pid})"
     );
     let mut agent = Command::new(&agent_bin)
-        .args(["run", "--pid", &frontend_pid, "--pid", &backend_pid])
+        .args(["run", "--pid", &format!("{frontend_pid}=frontend")])
+        .args(["--pid", &format!("{backend_pid}=backend")])
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", agent_bin.display()))?;
