@@ -29,8 +29,11 @@ pub mod names {
     pub const ENABLED_PROCESSES: &str = "ENABLED_PROCESSES";
     pub const SOCKETS: &str = "SOCKETS";
     pub const COUNTERS: &str = "COUNTERS";
+    pub const EXE_SELECTORS: &str = "EXE_SELECTORS";
+    pub const WATCH: &str = "WATCH";
     pub const GLOBAL_CAPTURE_BYTES: &str = "CAPTURE_BYTES";
     pub const GLOBAL_AGENT_TGID: &str = "AGENT_TGID";
+    pub const GLOBAL_FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
 }
 
 /// What a ring-buffer record is. Every record starts with an [`EventHeader`].
@@ -47,6 +50,13 @@ pub enum EventKind {
     Close = 4,
     /// Bare header: a traced process exited (its thread-group leader did).
     ProcessExit = 5,
+    /// [`ProcessEvent`]: a traced process forked; the child (`pid`) is traced already.
+    Fork = 6,
+    /// [`ProcessEvent`]: a process called exec (traced, matched by an exe selector, or any
+    /// process while `WATCH_EXEC` is on).
+    Exec = 7,
+    /// Bare header: a process called listen() on `fd` (only while `WATCH_LISTEN` is on).
+    Listen = 8,
 }
 
 impl EventKind {
@@ -57,6 +67,9 @@ impl EventKind {
             3 => Self::Accept,
             4 => Self::Close,
             5 => Self::ProcessExit,
+            6 => Self::Fork,
+            7 => Self::Exec,
+            8 => Self::Listen,
             _ => return None,
         })
     }
@@ -214,6 +227,32 @@ pub struct ConnEvent {
     pub result: i32,
 }
 
+/// A process lifecycle event: fork (header.tgid is the parent, `pid` the child) or exec
+/// (`pid` is the process).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessEvent {
+    pub header: EventHeader,
+    pub pid: u32,
+    /// `PROC_FLAG_*` bits.
+    pub flags: u32,
+}
+
+/// Exec: the process was traced before the exec.
+pub const PROC_FLAG_TRACED: u32 = 1;
+/// Exec: the kernel enabled the process because its name is in `EXE_SELECTORS`.
+pub const PROC_FLAG_EXE_MATCH: u32 = 2;
+
+/// Bits of the `WATCH` map's single value: which untraced-process events the agent wants.
+/// Report every exec (exe and cgroup selectors need to look at new programs).
+pub const WATCH_EXEC: u32 = 1;
+/// Report every listen() (port selectors).
+pub const WATCH_LISTEN: u32 = 2;
+
+/// Key of the `EXE_SELECTORS` map: a process name as the kernel keeps it (comm: at most 15
+/// bytes, NUL-padded).
+pub type Comm = [u8; 16];
+
 /// Key of the `SOCKETS` map: a socket fd of a traced process.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -245,9 +284,14 @@ pub const SOCK_FLAG_LOST: u32 = 2;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProcessInfo {
-    /// Reserved for per-process options; zero today.
+    /// `PROC_FLAG_*`-style origin bits: `PROCESS_INHERITED` or `PROCESS_EXE_MATCH`.
     pub flags: u32,
 }
+
+/// Enabled by the kernel at fork: the parent was traced.
+pub const PROCESS_INHERITED: u32 = 1;
+/// Enabled by the kernel at exec: an exe selector matched.
+pub const PROCESS_EXE_MATCH: u32 = 2;
 
 /// Per-CPU counters in the `COUNTERS` map, by index. Every drop has its own cause.
 #[repr(u32)]
@@ -271,10 +315,12 @@ pub enum Counter {
     IovecLimit = 7,
     /// sendmmsg/recvmmsg messages past MAX_MMSG that were not reported.
     MmsgLimit = 8,
+    /// Processes not traced because ENABLED_PROCESSES was full (fork or exe match).
+    ProcessMapFull = 9,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Self::DataEvents,
         Self::ControlEvents,
@@ -285,6 +331,7 @@ impl Counter {
         Self::Truncated,
         Self::IovecLimit,
         Self::MmsgLimit,
+        Self::ProcessMapFull,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -298,6 +345,7 @@ impl Counter {
             Self::Truncated => "truncated",
             Self::IovecLimit => "iovec_limit",
             Self::MmsgLimit => "mmsg_limit",
+            Self::ProcessMapFull => "process_map_full",
         }
     }
 
@@ -305,7 +353,11 @@ impl Counter {
     pub const fn is_drop(self) -> bool {
         matches!(
             self,
-            Self::RingFull | Self::SocketMapFull | Self::ArgsMapFull | Self::MmsgLimit
+            Self::RingFull
+                | Self::SocketMapFull
+                | Self::ArgsMapFull
+                | Self::MmsgLimit
+                | Self::ProcessMapFull
         )
     }
 }
@@ -317,6 +369,7 @@ const _: () = assert!(size_of::<ConnEvent>() == 104);
 const _: () = assert!(size_of::<SockKey>() == 8);
 const _: () = assert!(size_of::<SockInfo>() == 16);
 const _: () = assert!(size_of::<ProcessInfo>() == 4);
+const _: () = assert!(size_of::<ProcessEvent>() == 40);
 const _: () = assert!(MAX_CAPTURE_BYTES.is_power_of_two());
 const _: () = assert!(DEFAULT_CAPTURE_BYTES as usize <= MAX_CAPTURE_BYTES);
 const _: () = assert!(Counter::ALL.len() == Counter::COUNT as usize);

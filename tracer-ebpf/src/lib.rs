@@ -76,11 +76,18 @@ pub const CAPTURE_PROGRAMS: &[ProgramSpec] = &[
     syscall("sys_exit_sendmmsg"),
     syscall("sys_enter_sendfile64"),
     syscall("sys_exit_sendfile64"),
+    syscall("sys_enter_listen"),
+    sched("sched_process_exit"),
+    sched("sched_process_fork"),
+    sched("sched_process_exec"),
+];
+
+const fn sched(program: &'static str) -> ProgramSpec {
     ProgramSpec {
-        program: "sched_process_exit",
+        program,
         attach: Attach::Tracepoint {
             category: "sched",
-            name: "sched_process_exit",
+            name: program,
         },
-    },
-];
+    }
+}

@@ -5,6 +5,7 @@
 
 mod data;
 mod maps;
+mod process;
 mod sockets;
 
 use aya_ebpf::{
@@ -167,7 +168,25 @@ pub fn tcp_connect_addresses(ctx: SockOpsContext) -> u32 {
 
 #[tracepoint]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
-    sockets::process_exit();
+    process::exit();
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    process::fork(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    process::exec();
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
+    process::listen(&ctx);
     0
 }
 

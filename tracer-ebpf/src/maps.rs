@@ -2,10 +2,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    Counter, DataEvent, MAX_CAPTURE_BYTES, ProcessInfo, SOCKADDR_BYTES, SockInfo, SockKey,
+    Comm, Counter, DataEvent, MAX_CAPTURE_BYTES, ProcessInfo, SOCKADDR_BYTES, SockInfo, SockKey,
 };
 
 /// Payload bytes captured per syscall; set by the agent at load time (at most
@@ -16,6 +16,16 @@ static CAPTURE_BYTES: u32 = tracer_common::DEFAULT_CAPTURE_BYTES;
 /// The agent's own tgid: never traced, whatever the maps say.
 #[unsafe(no_mangle)]
 static AGENT_TGID: u32 = 0;
+
+/// Offset of `child_pid` in a `sched:sched_process_fork` record. Its layout changed across
+/// kernel versions; the agent reads it from the tracepoint's format file.
+#[unsafe(no_mangle)]
+static FORK_CHILD_PID_OFFSET: u32 = 20;
+
+#[inline(always)]
+pub fn fork_child_pid_offset() -> usize {
+    unsafe { core::ptr::read_volatile(&FORK_CHILD_PID_OFFSET) as usize }
+}
 
 #[inline(always)]
 pub fn capture_bytes() -> u64 {
@@ -40,6 +50,19 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 /// Processes (tgid) the agent enabled.
 #[map(name = "ENABLED_PROCESSES")]
 pub static ENABLED_PROCESSES: HashMap<u32, ProcessInfo> = HashMap::with_max_entries(8192, 0);
+
+/// Process names (comm) that enable a process at exec: the exe selectors' names.
+#[map(name = "EXE_SELECTORS")]
+pub static EXE_SELECTORS: HashMap<Comm, u32> = HashMap::with_max_entries(256, 0);
+
+/// Which events of untraced processes the agent wants: `tracer_common::WATCH_*` bits.
+#[map(name = "WATCH")]
+pub static WATCH: Array<u32> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn watching(bit: u32) -> bool {
+    WATCH.get(0).is_some_and(|w| w & bit != 0)
+}
 
 /// Socket fds of enabled processes. Only these produce data events, so pipes, eventfds and
 /// files never do. A plain hash (not LRU): a full map is counted, never silently evicted.

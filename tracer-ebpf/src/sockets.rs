@@ -14,10 +14,7 @@ use tracer_common::{
 
 use crate::{
     data::{arg, read_user_u32, ret},
-    maps::{
-        CONNECT_HANDOFF, ENABLED_PROCESSES, EVENTS, IN_FLIGHT, InFlight, Layout, SOCKETS, count,
-        is_enabled,
-    },
+    maps::{CONNECT_HANDOFF, EVENTS, IN_FLIGHT, InFlight, Layout, SOCKETS, count, is_enabled},
 };
 
 const EINPROGRESS: i64 = 115;
@@ -213,21 +210,8 @@ pub fn close(ctx: &TracePointContext) {
     emit_header(EventKind::Close, id, fd, conn_gen);
 }
 
-/// sched_process_exit: runs for every exiting thread; the leader's exit ends the process.
 #[inline(always)]
-pub fn process_exit() {
-    let id = unsafe { bpf_get_current_pid_tgid() };
-    let tgid = (id >> 32) as u32;
-    if tgid != id as u32 || !is_enabled(tgid) {
-        return;
-    }
-    // Stop capture now; the agent frees this process's SOCKETS entries when it reads the event.
-    let _ = ENABLED_PROCESSES.remove(tgid);
-    emit_header(EventKind::ProcessExit, id, -1, 0);
-}
-
-#[inline(always)]
-fn emit_header(kind: EventKind, id: u64, fd: i32, conn_gen: u64) {
+pub fn emit_header(kind: EventKind, id: u64, fd: i32, conn_gen: u64) {
     let Some(mut entry) = EVENTS.reserve::<EventHeader>(0) else {
         count(Counter::RingFull);
         return;

@@ -9,7 +9,8 @@ use std::{
 
 use bytes::Bytes;
 use tracer_common::{
-    ConnEvent, DataEvent, Direction, EventHeader, EventKind, SOCKADDR_BYTES, Syscall,
+    ConnEvent, DataEvent, Direction, EventHeader, EventKind, PROC_FLAG_EXE_MATCH, PROC_FLAG_TRACED,
+    ProcessEvent, SOCKADDR_BYTES, Syscall,
 };
 
 /// A socket of a traced process: the fd plus the generation that tells fd reuse apart.
@@ -55,8 +56,31 @@ pub struct OpenRecord {
 pub enum CaptureEvent {
     Data(DataRecord),
     Open(OpenRecord),
-    Close { socket: SocketId, ts_ns: u64 },
-    ProcessExit { tgid: u32, ts_ns: u64 },
+    Close {
+        socket: SocketId,
+        ts_ns: u64,
+    },
+    ProcessExit {
+        tgid: u32,
+        ts_ns: u64,
+    },
+    /// A traced process forked; the kernel already traces `child` (a process, or a thread).
+    Fork {
+        parent: u32,
+        child: u32,
+    },
+    /// A process exec'ed: `traced` if it was traced before, `exe_match` if the kernel enabled
+    /// it for an exe selector, neither if it is reported because exec watching is on.
+    Exec {
+        tgid: u32,
+        traced: bool,
+        exe_match: bool,
+    },
+    /// A process listened on a socket (port selectors are waiting).
+    Listen {
+        tgid: u32,
+        fd: i32,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -123,6 +147,25 @@ pub fn decode(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
         Some(EventKind::ProcessExit) => Ok(CaptureEvent::ProcessExit {
             tgid: header.tgid,
             ts_ns: header.ts_ns,
+        }),
+        Some(EventKind::Fork) => {
+            let ev: ProcessEvent = read(record)?;
+            Ok(CaptureEvent::Fork {
+                parent: header.tgid,
+                child: ev.pid,
+            })
+        }
+        Some(EventKind::Exec) => {
+            let ev: ProcessEvent = read(record)?;
+            Ok(CaptureEvent::Exec {
+                tgid: ev.pid,
+                traced: ev.flags & PROC_FLAG_TRACED != 0,
+                exe_match: ev.flags & PROC_FLAG_EXE_MATCH != 0,
+            })
+        }
+        Some(EventKind::Listen) => Ok(CaptureEvent::Listen {
+            tgid: header.tgid,
+            fd: header.fd,
         }),
         None => Err(DecodeError::UnknownKind(header.kind)),
     }

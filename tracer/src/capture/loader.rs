@@ -9,10 +9,12 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{CgroupAttachMode, SockOps, TracePoint},
 };
-use tracer_common::{Counter, ProcessInfo, SockInfo, SockKey, names};
+use tracer_common::{Comm, Counter, ProcessInfo, SockInfo, SockKey, names};
+
+use super::tracefs;
 use tracer_ebpf::{Attach, CAPTURE_PROGRAMS};
 
 /// The compiled kernel programs (built by build.rs through aya-build).
@@ -33,6 +35,8 @@ pub struct Capture {
     /// Owns programs and links: dropping it detaches everything.
     _ebpf: Ebpf,
     enabled: HashMap<MapData, u32, ProcessInfo>,
+    exe_selectors: HashMap<MapData, Comm, u32>,
+    watch: Array<MapData, u32>,
     sockets: HashMap<MapData, SockKey, SockInfo>,
     counters: PerCpuArray<MapData, u64>,
     /// Kernel log records (aya-log), drained by the agent.
@@ -44,9 +48,12 @@ impl Capture {
     pub fn load(config: CaptureConfig) -> Result<(Self, RingBuf<MapData>)> {
         raise_memlock_limit();
         let agent = std::process::id();
+        let fork_child = tracefs::field_offset("sched", "sched_process_fork", "child_pid")
+            .context("reading the sched_process_fork tracepoint format")?;
         let mut ebpf = EbpfLoader::new()
             .override_global(names::GLOBAL_CAPTURE_BYTES, &config.capture_bytes, true)
             .override_global(names::GLOBAL_AGENT_TGID, &agent, true)
+            .override_global(names::GLOBAL_FORK_CHILD_PID_OFFSET, &fork_child, true)
             .map_max_entries(names::EVENTS, config.ring_bytes)
             .load(OBJECT)
             .context("loading the capture object into the kernel")?;
@@ -67,12 +74,16 @@ impl Capture {
         };
         let events = RingBuf::try_from(take(&mut ebpf, names::EVENTS)?)?;
         let enabled = HashMap::try_from(take(&mut ebpf, names::ENABLED_PROCESSES)?)?;
+        let exe_selectors = HashMap::try_from(take(&mut ebpf, names::EXE_SELECTORS)?)?;
+        let watch = Array::try_from(take(&mut ebpf, names::WATCH)?)?;
         let sockets = HashMap::try_from(take(&mut ebpf, names::SOCKETS)?)?;
         let counters = PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)?;
         Ok((
             Self {
                 _ebpf: ebpf,
                 enabled,
+                exe_selectors,
+                watch,
                 sockets,
                 counters,
                 logger,
@@ -86,6 +97,18 @@ impl Capture {
         self.enabled
             .insert(tgid, ProcessInfo { flags: 0 }, 0)
             .with_context(|| format!("enabling capture for pid {tgid}"))
+    }
+
+    /// Whether the kernel captures `tgid` (it may have enabled it itself, at fork or exec).
+    pub fn is_enabled(&self, tgid: u32) -> bool {
+        self.enabled.get(&tgid, 0).is_ok()
+    }
+
+    /// Removes `tgid` from the enabled processes only: for entries the kernel made that are
+    /// not processes (a thread seen at fork) or that no selector confirms. No socket can exist
+    /// for them, so no socket scan.
+    pub fn unmark(&mut self, tgid: u32) {
+        let _ = self.enabled.remove(&tgid);
     }
 
     /// Stops capture for `tgid` and forgets its sockets.
@@ -120,6 +143,28 @@ impl Capture {
             let _ = self.sockets.remove(key);
         }
         keys.len()
+    }
+
+    /// Process names the kernel enables at exec (exe selectors), as comm keys.
+    pub fn set_exe_selectors(&mut self, names: &[String]) -> Result<()> {
+        let wanted: Vec<Comm> = names.iter().map(|n| comm(n)).collect();
+        let present: Vec<Comm> = self.exe_selectors.keys().filter_map(Result::ok).collect();
+        for key in present.iter().filter(|k| !wanted.contains(k)) {
+            let _ = self.exe_selectors.remove(key);
+        }
+        for key in wanted.iter().filter(|k| !present.contains(k)) {
+            self.exe_selectors
+                .insert(key, 1, 0)
+                .context("adding an exe selector to the kernel")?;
+        }
+        Ok(())
+    }
+
+    /// Which events of untraced processes the kernel reports (`tracer_common::WATCH_*`).
+    pub fn set_watch(&mut self, bits: u32) -> Result<()> {
+        self.watch
+            .set(0, bits, 0)
+            .context("updating the kernel watch flags")
     }
 
     /// Tgids the kernel currently captures.
@@ -199,7 +244,7 @@ fn attach(ebpf: &mut Ebpf, name: &str, attach: Attach) -> Result<()> {
 
 /// Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on
 /// hybrid hosts).
-fn cgroup2_root() -> Option<std::path::PathBuf> {
+pub fn cgroup2_root() -> Option<std::path::PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     mounts.lines().find_map(|line| {
         // "<id> <parent> <dev> <root> <mount point> <options> ... - <fstype> <source> ..."
@@ -209,6 +254,15 @@ fn cgroup2_root() -> Option<std::path::PathBuf> {
         (fstype == "cgroup2" && root == "/")
             .then(|| left.split_whitespace().nth(4).map(Into::into))?
     })
+}
+
+/// A process name as the kernel's comm holds it: at most 15 bytes, NUL-padded.
+pub fn comm(name: &str) -> Comm {
+    let mut out = [0u8; 16];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(15);
+    out[..n].copy_from_slice(&bytes[..n]);
+    out
 }
 
 /// The object's programs and the declaration table must match exactly: a program nobody

@@ -5,12 +5,13 @@
 pub mod discover;
 pub mod events;
 pub mod loader;
+mod tracefs;
 
 use std::path::Path;
 
 use anyhow::{Result, bail};
 pub use events::{CaptureEvent, DataRecord, OpenRecord, SocketId, decode};
-pub use loader::{Capture, CaptureConfig};
+pub use loader::{Capture, CaptureConfig, cgroup2_root};
 
 const TRACEFS_ROOTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
