@@ -103,7 +103,7 @@ fn main() {
     let meta = ProcessMeta::from_proc(std::process::id(), Some("bench"), "host").unwrap();
     let meta = Arc::new(ProcessMeta { pid: PID, ..meta });
     let mut pipeline = Pipeline::new(StitchConfig::default(), Sampler::default());
-    pipeline.stitcher().add_process(meta);
+    pipeline.add_process(meta);
 
     let start = Instant::now();
     let mut spans = Vec::with_capacity(transactions);

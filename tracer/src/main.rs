@@ -1,10 +1,13 @@
 use std::process::ExitCode;
 
+use anyhow::Result;
 use clap::Parser;
 use tracer::{
     agent::{self, RunOptions},
     capture::CaptureConfig,
-    cli::{Cli, Command},
+    cli::{self, Cli, Command, RunArgs},
+    config::Config,
+    control::{self, Selector},
     export::ExportArgs,
     stitch::StitchConfig,
 };
@@ -19,34 +22,70 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Run(args) => {
-            let options = RunOptions {
-                targets: args.pids,
-                export: ExportArgs {
-                    otlp_endpoint: args.otlp_endpoint,
-                    otlp_protocol: args.otlp_protocol,
-                    output: args.output,
-                },
-                capture: CaptureConfig {
-                    capture_bytes: args.capture_bytes,
-                    ring_bytes: args.ring_buffer_mib << 20,
-                },
-                stitch: StitchConfig::default(),
-            };
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(agent::run(options)))
-        }
+        Command::Run(args) => run(args).map(|()| ExitCode::SUCCESS),
+        Command::Enable(args) => cli::enable(args).map(|()| ExitCode::SUCCESS),
+        Command::Disable(args) => cli::disable(args).map(|()| ExitCode::SUCCESS),
+        Command::Status(args) => cli::status(args).map(|()| ExitCode::SUCCESS),
+        // Stays single-threaded: the traced child talks to the agent between fork and exec.
+        Command::Exec(args) => cli::exec(args),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // One line: what happened and what to do; no backtrace for user errors.
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+    result.unwrap_or_else(|e| {
+        // One line: what happened and what to do; no backtrace for user errors.
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Flags override the config file, which overrides the `OTEL_*` variables (read by export).
+fn run(args: RunArgs) -> Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let mut selectors = config.selectors();
+    selectors.extend(
+        args.pids
+            .iter()
+            .map(|t| (Selector::Pid(t.pid), t.service_name.clone())),
+    );
+    selectors.extend(args.exes.iter().map(|e| (Selector::Exe(e.clone()), None)));
+    selectors.extend(args.ports.iter().map(|p| (Selector::Port(*p), None)));
+    selectors.extend(
+        args.cgroups
+            .iter()
+            .map(|c| (Selector::Cgroup(c.clone()), None)),
+    );
+    let ring_mib = args.ring_buffer_mib.or(config.ring_buffer_mib).unwrap_or(8);
+    if !(1..=1024).contains(&ring_mib) || !ring_mib.is_power_of_two() {
+        anyhow::bail!("ring_buffer_mib {ring_mib}: expected a power of two between 1 and 1024");
     }
+    let capture_bytes = args
+        .capture_bytes
+        .or(config.capture_bytes)
+        .unwrap_or(tracer_common::DEFAULT_CAPTURE_BYTES);
+    if !(64..=tracer_common::MAX_CAPTURE_BYTES as u32).contains(&capture_bytes) {
+        anyhow::bail!(
+            "capture_bytes {capture_bytes}: expected 64 to {}",
+            tracer_common::MAX_CAPTURE_BYTES
+        );
+    }
+    let options = RunOptions {
+        selectors,
+        control_socket: control::socket_path(args.socket.control_socket.or(config.control_socket)),
+        export: ExportArgs {
+            otlp_endpoint: args.export.otlp_endpoint.or(config.export.otlp_endpoint),
+            otlp_protocol: args.export.otlp_protocol.or(config.export.otlp_protocol),
+            output: args.export.output.or(config.export.output),
+        },
+        capture: CaptureConfig {
+            capture_bytes,
+            ring_bytes: ring_mib << 20,
+        },
+        stitch: StitchConfig::default(),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(agent::run(options))
 }

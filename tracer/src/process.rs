@@ -24,6 +24,20 @@ pub struct ProcessMeta {
 }
 
 impl ProcessMeta {
+    /// A process the agent could not describe (it vanished before /proc was read).
+    pub fn unknown(pid: u32) -> Self {
+        Self {
+            pid,
+            service_name: "unknown_service".into(),
+            service_name_is_explicit: false,
+            service_instance_id: String::new(),
+            executable_name: String::new(),
+            executable_path: String::new(),
+            command_line: String::new(),
+            start_ticks: 0,
+        }
+    }
+
     /// Reads the process's identity from /proc. `service_name` overrides the default name.
     pub fn from_proc(pid: u32, service_name: Option<&str>, host: &str) -> Result<Self> {
         let proc = procfs::process::Process::new(pid as i32)

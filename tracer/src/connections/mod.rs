@@ -183,6 +183,9 @@ impl Connections {
                 }
             }
             CaptureEvent::ProcessExit { tgid, ts_ns } => self.forget_process(tgid, ts_ns, out),
+            // Which processes are traced is the agent's business (`pipeline` hands these over).
+            CaptureEvent::Fork { .. } | CaptureEvent::Exec { .. } | CaptureEvent::Listen { .. } => {
+            }
         }
     }
 

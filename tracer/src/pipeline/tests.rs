@@ -6,7 +6,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use bytes::Bytes;
 use tracer_common::{DATA_FLAG_LOST_BEFORE, Direction, Syscall};
 
-use super::Pipeline;
+use super::{Pipeline, ProcessChange};
 use crate::{
     capture::{CaptureEvent, DataRecord, OpenRecord, SocketId},
     process::ProcessMeta,
@@ -34,7 +34,7 @@ fn process(pid: u32) -> Arc<ProcessMeta> {
 fn pipeline(pids: &[u32]) -> Pipeline {
     let mut p = Pipeline::new(StitchConfig::default(), Sampler::default());
     for pid in pids {
-        p.stitcher().add_process(process(*pid));
+        p.add_process(process(*pid));
     }
     p
 }
@@ -295,7 +295,58 @@ fn a_process_exit_ends_its_open_requests() {
     let spans = p.ready_spans(true);
     assert_eq!(spans.len(), 1);
     assert!(spans[0].error.is_some());
-    assert_eq!(p.take_exited(), vec![1]);
+    assert_eq!(p.take_process_changes(), vec![ProcessChange::Exited(1)]);
+}
+
+#[test]
+fn a_disabled_process_starts_no_span_and_its_open_requests_are_dropped() {
+    let mut p = pipeline(&[1]);
+    let s = sock(1, 4, 10);
+    p.on_event(open(s, true, "127.0.0.1:8080", "127.0.0.1:50000"));
+    p.on_event(data(s, 7, 100, Direction::Ingress, &request("/done", "")));
+    p.on_event(data(s, 7, 150, Direction::Egress, &response(200)));
+    p.on_event(data(s, 7, 200, Direction::Ingress, &request("/open", "")));
+    p.remove_process(1);
+    // Events already in the ring buffer when tracing stopped.
+    p.on_event(data(s, 7, 300, Direction::Egress, &response(200)));
+    p.on_event(data(s, 7, 400, Direction::Ingress, &request("/late", "")));
+    let spans = p.ready_spans(true);
+    assert_eq!(spans.len(), 1, "only the finished exchange: {spans:#?}");
+    assert_eq!(path(&spans[0]), "/done");
+    assert_eq!(p.stats().stitch.discarded, 1);
+    assert_eq!(p.stats().untraced_events, 2);
+}
+
+#[test]
+fn a_forked_child_is_traced_from_its_first_event() {
+    let mut p = pipeline(&[1]);
+    p.on_event(CaptureEvent::Fork {
+        parent: 1,
+        child: 2,
+    });
+    // The child's events follow in the same batch, before the agent read /proc for it.
+    let s = sock(2, 4, 10);
+    p.on_event(open(s, true, "127.0.0.1:8080", "127.0.0.1:50000"));
+    p.on_event(data(s, 9, 100, Direction::Ingress, &request("/child", "")));
+    p.on_event(data(s, 9, 200, Direction::Egress, &response(200)));
+    // Then the agent registers it.
+    p.add_process(process(2));
+    let spans = p.ready_spans(true);
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].process.service_name, "svc2");
+    assert_eq!(
+        p.take_process_changes(),
+        vec![ProcessChange::Forked {
+            parent: 1,
+            child: 2
+        }]
+    );
+    // A fork of an untraced parent traces nothing.
+    p.on_event(CaptureEvent::Fork {
+        parent: 5,
+        child: 6,
+    });
+    assert!(!p.is_traced(6));
 }
 
 #[test]
@@ -325,7 +376,7 @@ fn spans_wait_for_the_settle_window_unless_forced() {
         },
         Sampler::default(),
     );
-    p.stitcher().add_process(process(1));
+    p.add_process(process(1));
     let s = sock(1, 4, 10);
     p.on_event(open(s, true, "127.0.0.1:8080", "127.0.0.1:50000"));
     p.on_event(data(s, 7, 100, Direction::Ingress, &request("/a", "")));

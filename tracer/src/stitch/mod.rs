@@ -65,6 +65,10 @@ pub struct StitchStats {
     pub no_role: u64,
     /// Requests reusing the id of a pending one (should stay 0).
     pub duplicate_requests: u64,
+    /// Open requests dropped because tracing was turned off for their process.
+    pub discarded: u64,
+    /// Spans exported without their process's identity (it was never registered).
+    pub unknown_process: u64,
 }
 
 enum Parent {
@@ -93,7 +97,6 @@ struct Pending {
     start_ns: u64,
     /// Agent time (CLOCK_MONOTONIC) when the request was processed.
     seen_ns: u64,
-    process: Arc<ProcessMeta>,
     thread: (u32, u32),
     ending: Option<Ending>,
 }
@@ -126,8 +129,13 @@ pub struct Stitcher {
     peers: Peers,
     settled: HashMap<SpanKey, Settled>,
     processes: HashMap<u32, Arc<ProcessMeta>>,
+    /// Identities of processes gone, until their last spans are out: pid -> (meta, until).
+    retired: HashMap<u32, (Arc<ProcessMeta>, u64)>,
     stats: StitchStats,
 }
+
+/// How long a gone process's identity is kept for its settling spans.
+const RETIRED_TTL_NS: u64 = 60 * 1_000_000_000;
 
 impl Stitcher {
     pub fn new(config: StitchConfig) -> Self {
@@ -138,6 +146,7 @@ impl Stitcher {
             peers: Peers::default(),
             settled: HashMap::new(),
             processes: HashMap::new(),
+            retired: HashMap::new(),
             stats: StitchStats::default(),
         }
     }
@@ -156,14 +165,50 @@ impl Stitcher {
         self.peers.len()
     }
 
-    /// Registers a traced process: its spans carry this identity.
+    /// Registers (or refreshes, after an exec) a traced process: its spans carry this identity.
+    /// Identities are looked up when spans are exported, so the first requests of a process
+    /// the kernel enabled by itself (at fork, at exec) still get the identity registered
+    /// moments later.
     pub fn add_process(&mut self, meta: Arc<ProcessMeta>) {
+        self.retired.remove(&meta.pid);
         self.processes.insert(meta.pid, meta);
     }
 
-    /// Forgets a process once its spans are out (its exit was processed).
-    pub fn remove_process(&mut self, pid: u32) {
-        self.processes.remove(&pid);
+    /// Drops the spans of `tgid` that have not ended (tracing was turned off for it); spans
+    /// that ended still go out.
+    pub fn discard_open(&mut self, tgid: u32) {
+        let open: Vec<SpanKey> = self
+            .pending
+            .iter()
+            .filter(|(k, p)| k.0.tgid == tgid && p.ending.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in open {
+            if let Some(span) = self.pending.remove(&key) {
+                self.leave_thread(span.thread, key);
+                self.stats.discarded += 1;
+            }
+        }
+    }
+
+    /// Forgets a process (it exited, or is no longer traced). Its identity is kept a while
+    /// for its spans still settling.
+    pub fn remove_process(&mut self, pid: u32, now_ns: u64) {
+        if let Some(meta) = self.processes.remove(&pid) {
+            self.retired.insert(pid, (meta, now_ns + RETIRED_TTL_NS));
+        }
+    }
+
+    fn identity(&mut self, pid: u32) -> Arc<ProcessMeta> {
+        if let Some(meta) = self
+            .processes
+            .get(&pid)
+            .or_else(|| self.retired.get(&pid).map(|(m, _)| m))
+        {
+            return meta.clone();
+        }
+        self.stats.unknown_process += 1;
+        Arc::new(ProcessMeta::unknown(pid))
     }
 
     pub fn on_event(&mut self, conn: &ConnMeta, event: L7Event, now_ns: u64) {
@@ -184,9 +229,6 @@ impl Stitcher {
             return;
         };
         let tgid = conn.socket.tgid;
-        let Some(process) = self.processes.get(&tgid).cloned() else {
-            return;
-        };
         let key = (conn.socket, req.stream_id);
         if self.pending.contains_key(&key) {
             // One id per request on a connection: a repeat is a parser bug, never overwrite.
@@ -230,7 +272,6 @@ impl Stitcher {
                 attributes,
                 start_ns,
                 seen_ns: now_ns,
-                process,
                 thread,
                 ending: None,
             },
@@ -386,11 +427,12 @@ impl Stitcher {
                 end_mono_ns: ending.end_ns,
                 error: ending.error,
                 attributes,
-                process: span.process,
+                process: self.identity(key.0.tgid),
             });
         }
         if !force {
             self.settled.retain(|_, s| s.until_ns > now_ns);
+            self.retired.retain(|_, (_, until)| *until > now_ns);
             self.peers.expire(now_ns.saturating_sub(4 * settle));
         }
     }

@@ -1,0 +1,159 @@
+//! `tracer run`: the agent. Loads the capture programs, serves the control socket, applies
+//! selectors, runs the pipeline on the ring buffer and exports spans until SIGINT/SIGTERM; on
+//! the way out it flushes what is pending and detaches everything.
+
+mod control_server;
+mod report;
+mod selectors;
+mod state;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+
+use crate::{
+    capture::{self, Capture, CaptureConfig},
+    control::Selector,
+    export::{ExportArgs, ExportConfig, Exporter},
+    pipeline::Pipeline,
+    sampling::Sampler,
+    stitch::StitchConfig,
+};
+use control_server::ControlSocket;
+use report::DropReporter;
+use state::Agent;
+
+pub struct RunOptions {
+    /// What to trace from the start (more can be enabled through the control socket).
+    pub selectors: Vec<(Selector, Option<String>)>,
+    pub control_socket: PathBuf,
+    pub export: ExportArgs,
+    pub capture: CaptureConfig,
+    pub stitch: StitchConfig,
+}
+
+/// How often pending spans are flushed and health is checked.
+const TICK: Duration = Duration::from_millis(100);
+/// Ring records processed before yielding to the other tasks.
+const BATCH: usize = 4096;
+/// Time allowed to deliver pending spans at shutdown.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+
+pub async fn run(options: RunOptions) -> Result<()> {
+    capture::preflight()?;
+    let env = |key: &str| std::env::var(key).ok();
+    let export_config = ExportConfig::resolve(&options.export, &env)?;
+    let sampler = Sampler::from_env(
+        env("OTEL_TRACES_SAMPLER").as_deref(),
+        env("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+    )?;
+    // Before loading anything: a missing pid or a second agent means refusing to start,
+    // not half-starting.
+    for (selector, _) in &options.selectors {
+        if let Selector::Pid(pid) = selector {
+            state::check_pid(*pid)?;
+        }
+    }
+    let mut control = ControlSocket::bind(&options.control_socket)?;
+
+    let (capture, ring) = Capture::load(options.capture)?;
+    let mut capture = capture;
+    if let Some(logger) = capture.take_logger() {
+        tokio::spawn(forward_kernel_logs(logger));
+    }
+    let export_summary = export_config.summary();
+    tracing::info!("{export_summary}");
+    let exporter = Exporter::start(export_config, host_name())?;
+    let pipeline = Pipeline::new(options.stitch, sampler);
+    let mut agent = Agent::new(capture, pipeline, exporter, host_name(), export_summary);
+    for (selector, service_name) in options.selectors {
+        let message = agent.add_selector(selector, service_name)?;
+        tracing::info!("{message}");
+    }
+    let (calls, mut requests) = mpsc::channel(64);
+    control.serve(calls)?;
+    tracing::info!(
+        "ready: tracing {} process(es){}; control socket {}",
+        agent.traced_count(),
+        match agent.traced_count() {
+            0 => String::new(),
+            _ => format!(": {}", agent.describe()),
+        },
+        control.path().display()
+    );
+
+    let mut ring = watch(ring).context("watching the capture ring buffer")?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut ticker = tokio::time::interval(TICK);
+    let mut reports = DropReporter::new();
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                let events = guard.get_inner_mut();
+                let mut n = 0;
+                while n < BATCH && let Some(record) = events.next() {
+                    agent.pipeline.on_record(&record);
+                    n += 1;
+                }
+                if n < BATCH {
+                    guard.clear_ready();
+                }
+                agent.apply_process_changes();
+            }
+            _ = ticker.tick() => {
+                agent.apply_process_changes();
+                agent.tick();
+                reports.maybe_report(&agent.capture);
+            }
+            Some((request, reply)) = requests.recv() => {
+                let _ = reply.send(agent.handle(request));
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+
+    // Shutdown: take what the kernel already reported, end every open exchange, export.
+    {
+        let events = ring.get_mut();
+        while let Some(record) = events.next() {
+            agent.pipeline.on_record(&record);
+        }
+    }
+    agent.apply_process_changes();
+    drop(ring);
+    agent.shutdown(SHUTDOWN_FLUSH).await;
+    drop(control); // removes the socket file
+    Ok(())
+}
+
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// Registers a BPF ring buffer's fd with the runtime.
+fn watch<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>> {
+    // SAFETY: ring buffers own their map fd for their whole life and always return that fd.
+    unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Forwards the kernel programs' aya-log records to the agent's log.
+async fn forward_kernel_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    let Ok(mut fd) = watch(logger) else {
+        return;
+    };
+    while let Ok(mut guard) = fd.readable_mut().await {
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}

@@ -1,0 +1,198 @@
+//! The agent's config file (`tracer run --config FILE`), TOML or YAML: the selectors and
+//! settings `tracer run` takes as flags. Flags override the file; the file overrides the
+//! `OTEL_*` variables; those override the defaults.
+//!
+//! ```toml
+//! control_socket = "/run/tracer/tracer.sock"
+//! capture_bytes = 4096
+//! ring_buffer_mib = 8
+//!
+//! [export]
+//! otlp_endpoint = "http://collector:4318"
+//! otlp_protocol = "http/protobuf"
+//! output = "/var/log/tracer/spans.jsonl"
+//!
+//! [[select]]
+//! exe = "nginx"
+//! service_name = "web"
+//!
+//! [[select]]
+//! port = 8080
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::control::Selector;
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub control_socket: Option<PathBuf>,
+    pub capture_bytes: Option<u32>,
+    pub ring_buffer_mib: Option<u32>,
+    #[serde(default)]
+    pub export: ExportSection,
+    #[serde(default, rename = "select")]
+    pub selectors: Vec<SelectorEntry>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSection {
+    pub otlp_endpoint: Option<String>,
+    pub otlp_protocol: Option<String>,
+    pub output: Option<PathBuf>,
+}
+
+/// One selector: exactly one of pid, exe, port, cgroup; optionally the service name.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SelectorEntry {
+    pub pid: Option<u32>,
+    pub exe: Option<String>,
+    pub port: Option<u16>,
+    pub cgroup: Option<String>,
+    pub service_name: Option<String>,
+}
+
+impl Config {
+    /// Reads `path`; `.yaml`/`.yml` files are YAML, everything else TOML. Errors name the
+    /// file, the line, and the field.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the config file {}", path.display()))?;
+        let yaml = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        );
+        let config: Config = if yaml {
+            serde_norway::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?
+        } else {
+            toml::from_str(&text).map_err(|e| {
+                let line = e
+                    .span()
+                    .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+                match line {
+                    Some(line) => anyhow::anyhow!(
+                        "config {}, line {line}: {}",
+                        path.display(),
+                        e.message().trim()
+                    ),
+                    None => anyhow::anyhow!("config {}: {}", path.display(), e.message().trim()),
+                }
+            })?
+        };
+        config.check(path)?;
+        Ok(config)
+    }
+
+    fn check(&self, path: &Path) -> Result<()> {
+        for (i, entry) in self.selectors.iter().enumerate() {
+            entry
+                .selector()
+                .with_context(|| format!("config {}, select entry {}", path.display(), i + 1))?;
+        }
+        Ok(())
+    }
+
+    pub fn selectors(&self) -> Vec<(Selector, Option<String>)> {
+        self.selectors
+            .iter()
+            .filter_map(|e| Some((e.selector().ok()?, e.service_name.clone())))
+            .collect()
+    }
+}
+
+impl SelectorEntry {
+    pub fn selector(&self) -> Result<Selector> {
+        let given = [
+            self.pid.map(Selector::Pid),
+            self.exe.clone().map(Selector::Exe),
+            self.port.map(Selector::Port),
+            self.cgroup.clone().map(Selector::Cgroup),
+        ];
+        let mut given = given.into_iter().flatten();
+        match (given.next(), given.next()) {
+            (Some(selector), None) => Ok(selector),
+            _ => bail!("give exactly one of pid, exe, port, cgroup"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(name: &str, text: &str) -> Result<Config> {
+        let dir = std::env::temp_dir().join(format!("tracer-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path)
+    }
+
+    #[test]
+    fn toml_and_yaml_say_the_same() {
+        let toml = load(
+            "a.toml",
+            "capture_bytes = 2048\n[export]\notlp_endpoint = \"http://c:4318\"\n\
+             [[select]]\nexe = \"nginx\"\nservice_name = \"web\"\n[[select]]\nport = 8080\n",
+        )
+        .unwrap();
+        let yaml = load(
+            "a.yaml",
+            "capture_bytes: 2048\nexport:\n  otlp_endpoint: http://c:4318\n\
+             select:\n  - exe: nginx\n    service_name: web\n  - port: 8080\n",
+        )
+        .unwrap();
+        assert_eq!(toml, yaml);
+        assert_eq!(
+            toml.selectors(),
+            vec![
+                (Selector::Exe("nginx".into()), Some("web".into())),
+                (Selector::Port(8080), None)
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_the_line_and_the_field() {
+        let e = load(
+            "b.toml",
+            "capture_bytes = 2048\n[export]\notlp_endpiont = \"x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("b.toml, line 3") && e.contains("otlp_endpiont"),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 1, "{e}");
+        let e = load("c.yaml", "export:\n  otlp_endpiont: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.yaml") && e.contains("line 2") && e.contains("otlp_endpiont"),
+            "{e}"
+        );
+        let e = load("d.toml", "[[select]]\npid = 1\nexe = \"x\"\n").unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            format!(
+                "config {}, select entry 1: give exactly one of pid, exe, port, cgroup",
+                std::env::temp_dir()
+                    .join(format!("tracer-config-{}", std::process::id()))
+                    .join("d.toml")
+                    .display()
+            )
+        );
+        let e = load("e.toml", "capture_bytes = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1") && e.contains("invalid type"), "{e}");
+    }
+}

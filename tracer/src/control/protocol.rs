@@ -1,0 +1,140 @@
+//! Control messages. Every message is one JSON object on one line.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Which processes a request is about.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selector {
+    /// One process (and the children it starts from now on).
+    Pid(u32),
+    /// Processes whose executable (file name of /proc/PID/exe) or process name is this, now
+    /// and whenever one starts.
+    Exe(String),
+    /// Processes listening on this TCP port, now and whenever one starts listening.
+    Port(u16),
+    /// Processes in this cgroup (v2 path, absolute or under the cgroup mount), and its
+    /// sub-cgroups, now and whenever one joins.
+    Cgroup(String),
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::Pid(pid) => write!(f, "pid {pid}"),
+            Selector::Exe(name) => write!(f, "exe {name}"),
+            Selector::Port(port) => write!(f, "port {port}"),
+            Selector::Cgroup(path) => write!(f, "cgroup {path}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    Enable {
+        selector: Selector,
+        /// The `service.name` of the processes it matches (default: executable name).
+        service_name: Option<String>,
+    },
+    Disable {
+        selector: Selector,
+    },
+    Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "snake_case")]
+pub enum Response {
+    /// Done; `message` says what happened, for the operator.
+    Ok {
+        message: String,
+    },
+    Status(Box<StatusReport>),
+    /// Refused; `message` is one line that says what happened and what to do.
+    Error {
+        message: String,
+    },
+}
+
+/// What `tracer status` shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub agent: AgentStatus,
+    pub processes: Vec<ProcessStatus>,
+    pub selectors: Vec<SelectorStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub pid: u32,
+    pub version: String,
+    pub uptime_seconds: u64,
+    /// Where spans go: "otlp grpc http://…", "terminal", "file …" (comma-separated).
+    pub export: String,
+    /// Kernel capture counters (`tracer_common::Counter` names), totals since start.
+    pub kernel: Vec<(String, u64)>,
+    /// Kernel events lost (every drop cause summed).
+    pub kernel_lost: u64,
+    pub spans_exported: u64,
+    /// Spans an export queue was full for.
+    pub spans_dropped: u64,
+    pub export_errors: u64,
+    pub export_queue: usize,
+    pub export_queue_capacity: usize,
+    /// Requests that got no response (connection closed, data lost).
+    pub abandoned_requests: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    pub pid: u32,
+    pub executable: String,
+    pub service_name: String,
+    /// The selector that matched, or how it was inherited ("child of pid 12").
+    pub selector: String,
+    /// Spans handed to export so far.
+    pub spans: u64,
+    /// Spans lost so far: refused by a full export queue, or cut by data the kernel lost.
+    pub drops: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelectorStatus {
+    pub selector: Selector,
+    pub service_name: Option<String>,
+    /// Processes traced because of it now.
+    pub processes: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_one_json_line_each() {
+        let req = Request::Enable {
+            selector: Selector::Exe("nginx".into()),
+            service_name: Some("web".into()),
+        };
+        let line = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            line,
+            r#"{"request":"enable","selector":{"exe":"nginx"},"service_name":"web"}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), req);
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"request":"status"}"#).unwrap(),
+            Request::Status
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"request":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn selectors_read_as_the_cli_spells_them() {
+        assert_eq!(Selector::Port(8080).to_string(), "port 8080");
+        assert_eq!(Selector::Cgroup("/a/b".into()).to_string(), "cgroup /a/b");
+    }
+}
