@@ -33,12 +33,27 @@ pub fn agent_binary() -> Result<PathBuf> {
 /// A child process killed (and reaped) on drop.
 pub struct Proc {
     child: Child,
+    /// Kill its whole process group (it leads one), so its own children go too.
+    group: bool,
 }
 
 impl Proc {
+    /// Takes charge of a child started elsewhere (killed on drop like the others).
+    pub fn adopt(child: Child) -> Self {
+        Self {
+            child,
+            group: false,
+        }
+    }
+
+    /// A child started with `process_group(0)`: on drop its whole group is killed.
+    pub fn adopt_group(child: Child) -> Self {
+        Self { child, group: true }
+    }
+
     pub fn spawn(cmd: &mut Command) -> Result<Self> {
         let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
-        Ok(Self { child })
+        Ok(Self::adopt(child))
     }
 
     pub fn pid(&self) -> u32 {
@@ -70,6 +85,11 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if self.group {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -96,7 +116,7 @@ impl Service {
             .spawn()
             .context("starting python3")?;
         let stdout = child.stdout.take().context("service stdout")?;
-        let proc = Proc { child };
+        let proc = Proc::adopt(child);
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut line = String::new();
@@ -119,17 +139,60 @@ impl Service {
     }
 }
 
+/// A directory of its own under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Result<Self> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tracer-{label}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The agent, with its stderr collected (and echoed) for assertions and diagnosis.
 pub struct Agent {
     pub proc: Proc,
     log: Arc<Mutex<Vec<String>>>,
+    /// Its control socket (in a directory of its own: tests run agents side by side).
+    pub socket: PathBuf,
+    _dir: TempDir,
 }
 
 impl Agent {
-    /// Starts `tracer <args>` and waits until it reports that tracing has begun.
+    /// Starts `tracer <args>` and waits until it reports that tracing has begun. `run` gets
+    /// a control socket of its own unless `args` name one.
     pub fn start(args: &[String], envs: &[(&str, &str)]) -> Result<Self> {
+        let dir = TempDir::new("agent")?;
+        let mut args = args.to_vec();
+        let socket = match args.iter().position(|a| a == "--control-socket") {
+            Some(i) => PathBuf::from(&args[i + 1]),
+            None => {
+                let socket = dir.path().join("tracer.sock");
+                args.extend(["--control-socket".into(), socket.display().to_string()]);
+                socket
+            }
+        };
         let mut cmd = Command::new(agent_binary()?);
-        cmd.args(args).stderr(Stdio::piped()).stdout(Stdio::piped());
+        cmd.args(&args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::piped());
         // Only the variables a test sets reach the agent's OTLP configuration.
         for (key, _) in std::env::vars() {
             if key.starts_with("OTEL_") {
@@ -149,7 +212,7 @@ impl Agent {
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     eprintln!("[agent] {line}");
-                    if line.contains("tracing ") && line.contains("process") {
+                    if line.contains("ready: tracing ") {
                         let _ = ready_tx.send(());
                     }
                     log.lock().unwrap().push(line);
@@ -157,8 +220,10 @@ impl Agent {
             });
         }
         let mut agent = Self {
-            proc: Proc { child },
+            proc: Proc::adopt(child),
             log,
+            socket,
+            _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -179,6 +244,28 @@ impl Agent {
 
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Runs `tracer <args> --control-socket <this agent's>` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(Command::new(agent_binary()?)
+            .args(args)
+            .arg("--control-socket")
+            .arg(&self.socket)
+            .output()?)
+    }
+
+    /// Like `cli`, but the command must succeed; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.cli(args)?;
+        if !out.status.success() {
+            bail!(
+                "tracer {args:?} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// SIGTERM, and the exit status once it has flushed and exited.

@@ -54,8 +54,13 @@ pub fn run() -> Result<()> {
     eprintln!(
         "xtask: tracing the demo frontend (pid {frontend_pid}) and backend (pid {backend_pid})"
     );
+    // A control socket of its own: the demo must not collide with an agent already running.
+    let socket = std::env::temp_dir().join(format!("tracer-demo-{}.sock", std::process::id()));
     let mut agent = Command::new(&agent_bin)
-        .args(["run", "--pid", &format!("{frontend_pid}=frontend")])
+        .arg("run")
+        .arg("--control-socket")
+        .arg(&socket)
+        .args(["--pid", &format!("{frontend_pid}=frontend")])
         .args(["--pid", &format!("{backend_pid}=backend")])
         .stderr(Stdio::piped())
         .spawn()
