@@ -120,11 +120,11 @@ pub fn parse_request(bytes: &[u8], cut: bool, role: Role) -> Parsed<RequestHead,
     let version = if version == 0 { "1.0" } else { "1.1" };
     let (name, attributes) = semconv::request_span(
         &semconv::RequestHead {
-            method,
-            target,
+            method: Some(method),
+            target: Some(target),
             host: fields.host,
             user_agent: fields.user_agent,
-            scheme: "http",
+            scheme: Some("http"),
             version,
         },
         role,
