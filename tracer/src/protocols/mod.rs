@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod http1;
+pub mod http2;
 pub mod stream;
 
 pub use stream::{SegTime, StreamBuffer};
