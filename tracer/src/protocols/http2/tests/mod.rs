@@ -7,6 +7,8 @@ mod capture;
 mod exchanges;
 mod frames;
 mod midstream;
+mod pipeline;
+mod props;
 mod upgrade;
 
 use httlib_hpack::Encoder;
