@@ -186,8 +186,9 @@ impl Reader {
             state: match start {
                 Start::ClientPreface => State::Preface,
                 Start::Fresh => State::Header,
-                // The detection syscall starts with frames.
-                Start::MidStream => State::Header,
+                // The first bytes may be the middle of a frame: wait for a syscall that starts
+                // with frames (the one detection looked at does).
+                Start::MidStream => State::Lost,
             },
             hpack: if fresh {
                 Decoder::new()

@@ -179,3 +179,20 @@ impl Conn {
         }
     }
 }
+
+#[test]
+fn the_other_direction_is_read_only_from_a_syscall_that_starts_with_frames() {
+    let (mut client, mut server) = warmed_up(4);
+    let mut c = Conn::detecting();
+    c.io(IN, &client.grpc_call(9, "/shop.v1.Orders/Get", &[]), 1);
+    assert_eq!(c.role, Some(Role::Server));
+    // The first write seen going out is the tail of an earlier one: its bytes happen to read as
+    // a DATA frame ending stream 9, then run on. It must not end stream 9.
+    let mut tail = frame(frame::DATA, frame::END_STREAM, 9, b"hello");
+    tail.extend(b"\x00\x01");
+    c.io(OUT, &tail, 2);
+    assert_eq!(c.summary(), vec![req(9, "POST", 1)]);
+    c.io(OUT, &server.grpc_reply(9, "0", 1), 3);
+    assert_eq!(c.summary(), vec![req(9, "POST", 1), ok(9, 3)]);
+    assert_eq!(c.stats.skipped_bytes, tail.len() as u64);
+}
