@@ -1,6 +1,6 @@
 //! HTTP/2 (RFC 9113) and gRPC over one connection, with HPACK (RFC 7541).
 //!
-//! One [`Http2Parser`] reads both directions of a connection: [`read`] turns each direction's
+//! One [`Http2Parser`] reads both directions of a connection: `read` turns each direction's
 //! bytes into frames and header blocks (through capture gaps), [`hpack`] decodes the blocks with
 //! one dynamic table per direction, and the parser follows streams: a request is reported when
 //! its request HEADERS block is complete, its response when the stream's response ends
@@ -375,7 +375,7 @@ impl ProtocolParser for Http2Parser {
 
     /// Frame headers cannot be told from payload bytes by scanning: the parser never reports
     /// [`Parse::Invalid`], it drops the rest of the syscall and resumes at the next syscall that
-    /// starts with frames (see [`read`]).
+    /// starts with frames (see the `read` module).
     fn find_boundary(&self, _dir: Direction, _bytes: &[u8]) -> Option<usize> {
         None
     }
