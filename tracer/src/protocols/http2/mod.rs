@@ -45,8 +45,8 @@ use tracer_common::Direction;
 
 pub use self::detect::detect;
 pub use self::frame::PREFACE;
-pub use self::read::MAX_HEADER_BLOCK;
-use self::read::{Block, Event, Read, Reader, Start};
+use self::read::{Block, Event, Read, Reader};
+pub use self::read::{MAX_HEADER_BLOCK, Start};
 use self::span::ResponseFacts;
 use super::http1::H2cHandoff;
 use super::{L7Event, Parse, ParseStats, ProtocolParser, Request, Response, SegTime, StreamBuffer};
