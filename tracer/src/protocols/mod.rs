@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod http1;
+pub mod http2;
 pub mod stream;
 
 pub use stream::{SegTime, StreamBuffer};
@@ -78,6 +79,18 @@ pub struct ParseStats {
     pub skipped_bytes: u64,
     /// Frames whose head was larger than the buffering limit.
     pub oversized: u64,
+    /// Requests reported without a method or a path: their header block could not be read
+    /// whole (HTTP/2 joined mid-stream, or cut by the capture). They are named `HTTP`.
+    pub unnamed_requests: u64,
+    /// Header fields whose name or value could not be decoded (HPACK history missing).
+    pub unknown_fields: u64,
+    /// Header blocks cut by the capture or by the size limit, or malformed.
+    pub damaged_header_blocks: u64,
+    /// Streams abandoned because too many were open at once.
+    pub streams_evicted: u64,
+    /// Header blocks that could not be told to be a request (joined mid-stream) or that
+    /// contradicted the direction of the connection.
+    pub unidentified_blocks: u64,
 }
 
 /// The contract every protocol implements. One parser instance serves one connection (both
@@ -150,18 +163,24 @@ fn resync<P: ProtocolParser>(
 /// The protocols the tracer understands, dispatched by enum.
 pub enum Parser {
     Http1(http1::Http1Parser),
+    /// Boxed: its two HPACK contexts make it much larger than the other variants.
+    Http2(Box<http2::Http2Parser>),
 }
 
 impl Parser {
     /// Recognises a protocol from the first bytes seen on a connection in direction `dir`.
     /// Returns the parser and the traced process's role on the connection.
     pub fn detect(dir: Direction, bytes: &[u8]) -> Option<(Parser, Role)> {
-        http1::detect(dir, bytes).map(|role| (Parser::Http1(http1::Http1Parser::new(role)), role))
+        if let Some(role) = http1::detect(dir, bytes) {
+            return Some((Parser::Http1(http1::Http1Parser::new(role)), role));
+        }
+        http2::detect(dir, bytes).map(|(parser, role)| (Parser::Http2(Box::new(parser)), role))
     }
 
     pub fn name(&self) -> &'static str {
         match self {
             Parser::Http1(_) => "http/1.1",
+            Parser::Http2(_) => "http/2",
         }
     }
 
@@ -173,13 +192,28 @@ impl Parser {
         stats: &mut ParseStats,
     ) {
         match self {
-            Parser::Http1(p) => drive(p, dir, stream, out, stats),
+            Parser::Http1(p) => {
+                drive(p, dir, stream, out, stats);
+                // `Upgrade: h2c` answered by 101: HTTP/2 from the byte after the 101 (and, in
+                // the other direction, from the client preface on, parsed when that stream is
+                // fed next).
+                if let Some(handoff) = p.take_h2c_handoff() {
+                    *self =
+                        Parser::Http2(Box::new(http2::Http2Parser::upgraded(p.role(), handoff)));
+                    self.feed(dir, stream, out, stats);
+                }
+            }
+            Parser::Http2(p) => {
+                drive(p.as_mut(), dir, stream, out, stats);
+                p.take_stats(stats);
+            }
         }
     }
 
     pub fn close(&mut self, at: SegTime, out: &mut Vec<L7Event>) {
         match self {
             Parser::Http1(p) => p.close(at, out),
+            Parser::Http2(p) => p.close(at, out),
         }
     }
 }

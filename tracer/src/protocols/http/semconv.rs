@@ -32,18 +32,20 @@ pub const KNOWN_METHODS: [&str; 10] = [
 /// boundary) so that one odd request cannot make a span arbitrarily large.
 pub const MAX_VALUE_LEN: usize = 2048;
 
-/// The parts of a request head that spans describe, as they appeared on the wire.
+/// The parts of a request head that spans describe, as they appeared on the wire. `None` marks
+/// a part the tracer could not read (an HTTP/2 header block decoded without its HPACK history):
+/// its attributes are left out rather than guessed.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestHead<'a> {
     /// Case-sensitive method token.
-    pub method: &'a str,
+    pub method: Option<&'a str>,
     /// The request target (HTTP/1 request line; `:path`, or `:authority` for CONNECT, in HTTP/2).
-    pub target: &'a str,
+    pub target: Option<&'a str>,
     /// `Host` (HTTP/1) or `:authority` (HTTP/2).
     pub host: Option<&'a [u8]>,
     pub user_agent: Option<&'a [u8]>,
     /// `http` or `https`.
-    pub scheme: &'static str,
+    pub scheme: Option<&'static str>,
     /// `network.protocol.version`: `1.0`, `1.1`, `2`.
     pub version: &'static str,
 }
@@ -52,22 +54,25 @@ pub fn is_known_method(method: &str) -> bool {
     KNOWN_METHODS.contains(&method)
 }
 
-/// Span name (`"GET /users/{id}"`) and attributes of a request, seen from `role`.
+/// Span name (`"GET /users/{id}"`) and attributes of a request, seen from `role`. A request
+/// whose method is unknown or unreadable is named `HTTP` (`HTTP /users/{id}` when its path is
+/// known).
 pub fn request_span(head: &RequestHead<'_>, role: Role) -> (String, Vec<Attribute>) {
     let mut attributes = Vec::with_capacity(10);
-    let known = is_known_method(head.method);
-    if known {
-        attributes.push(Attribute::str(HTTP_REQUEST_METHOD, head.method));
-    } else {
-        attributes.push(Attribute::str(HTTP_REQUEST_METHOD, "_OTHER"));
-        attributes.push(Attribute::str(
-            HTTP_REQUEST_METHOD_ORIGINAL,
-            capped(head.method),
-        ));
+    let known = head.method.is_some_and(is_known_method);
+    match head.method {
+        Some(method) if known => attributes.push(Attribute::str(HTTP_REQUEST_METHOD, method)),
+        Some(method) => {
+            attributes.push(Attribute::str(HTTP_REQUEST_METHOD, "_OTHER"));
+            attributes.push(Attribute::str(HTTP_REQUEST_METHOD_ORIGINAL, capped(method)));
+        }
+        None => {}
     }
-    attributes.push(Attribute::str(URL_SCHEME, head.scheme));
+    if let Some(scheme) = head.scheme {
+        attributes.push(Attribute::str(URL_SCHEME, scheme));
+    }
 
-    let target = url::split_target(head.target);
+    let target = head.target.map(url::split_target).unwrap_or_default();
     // Inputs are cut before redaction so that no oversized buffer outlives this call.
     let path = target.path.map(|raw| {
         let raw = capped(raw);
@@ -88,9 +93,9 @@ pub fn request_span(head: &RequestHead<'_>, role: Role) -> (String, Vec<Attribut
         .authority
         .or_else(|| head.host.and_then(|h| std::str::from_utf8(h).ok()));
     let server = authority.and_then(|a| Some((a, url::split_authority(a)?)));
-    let full = match (role, server, &path) {
-        (Role::Client, Some((authority, _)), Some(path)) => {
-            Some(full_url(head.scheme, authority, path, query.as_deref()))
+    let full = match (role, head.scheme, server, &path) {
+        (Role::Client, Some(scheme), Some((authority, _)), Some(path)) => {
+            Some(full_url(scheme, authority, path, query.as_deref()))
         }
         _ => None,
     };
@@ -103,8 +108,14 @@ pub fn request_span(head: &RequestHead<'_>, role: Role) -> (String, Vec<Attribut
     }
     if let Some((_, (host, port))) = server {
         attributes.push(Attribute::str(SERVER_ADDRESS, capped(host)));
-        let port = port.unwrap_or(if head.scheme == "https" { 443 } else { 80 });
-        attributes.push(Attribute::int(SERVER_PORT, i64::from(port)));
+        let port = port.or(match head.scheme {
+            Some("https") => Some(443),
+            Some(_) => Some(80),
+            None => None,
+        });
+        if let Some(port) = port {
+            attributes.push(Attribute::int(SERVER_PORT, i64::from(port)));
+        }
     }
     if let Some(full) = full {
         attributes.push(Attribute::str(URL_FULL, full));
@@ -118,7 +129,10 @@ pub fn request_span(head: &RequestHead<'_>, role: Role) -> (String, Vec<Attribut
     attributes.push(Attribute::str(NETWORK_PROTOCOL_VERSION, head.version));
 
     // Unknown methods are named `HTTP`: a method token is client-chosen and unbounded.
-    let method = if known { head.method } else { "HTTP" };
+    let method = match head.method {
+        Some(method) if known => method,
+        _ => "HTTP",
+    };
     let name = match target.path {
         Some(raw) => {
             let route = route::template(raw);
@@ -172,7 +186,7 @@ fn full_url(scheme: &str, authority: &str, path: &str, query: Option<&str>) -> S
 }
 
 /// `s` cut to at most [`MAX_VALUE_LEN`] bytes, at a character boundary.
-fn capped(s: &str) -> &str {
+pub fn capped(s: &str) -> &str {
     if s.len() <= MAX_VALUE_LEN {
         return s;
     }
@@ -203,11 +217,11 @@ mod tests {
         host: Option<&'static str>,
     ) -> RequestHead<'static> {
         RequestHead {
-            method,
-            target,
+            method: Some(method),
+            target: Some(target),
             host: host.map(str::as_bytes),
             user_agent: Some(b"curl/8.5.0"),
-            scheme: "http",
+            scheme: Some("http"),
             version: "1.1",
         }
     }
@@ -328,6 +342,50 @@ mod tests {
     }
 
     #[test]
+    fn unknown_parts_are_left_out_not_guessed() {
+        let unknown = RequestHead {
+            method: None,
+            target: None,
+            host: Some(b"api:8443"),
+            user_agent: None,
+            scheme: None,
+            version: "2",
+        };
+        let (name, attributes) = request_span(&unknown, Role::Client);
+        assert_eq!(name, "HTTP");
+        assert_eq!(
+            attributes,
+            vec![
+                s(SERVER_ADDRESS, "api"),
+                Attribute::int(SERVER_PORT, 8443),
+                s(NETWORK_PROTOCOL_VERSION, "2"),
+            ]
+        );
+        // Without a scheme there is no default port and no url.full.
+        let path_only = RequestHead {
+            target: Some("/users/7"),
+            host: Some(b"api"),
+            ..unknown
+        };
+        let (name, attributes) = request_span(&path_only, Role::Client);
+        assert_eq!(name, "HTTP /users/{id}");
+        assert_eq!(
+            attributes,
+            vec![
+                s(URL_PATH, "/users/7"),
+                s(SERVER_ADDRESS, "api"),
+                s(NETWORK_PROTOCOL_VERSION, "2"),
+            ]
+        );
+        let method_only = RequestHead {
+            method: Some("POST"),
+            ..unknown
+        };
+        let (name, _) = request_span(&method_only, Role::Server);
+        assert_eq!(name, "POST");
+    }
+
+    #[test]
     fn malformed_host_gives_no_server_attributes() {
         let (_, attributes) = request_span(&head("GET", "/", Some("bad host:x")), Role::Client);
         assert_eq!(crate::span::find(&attributes, SERVER_ADDRESS), None);
@@ -356,7 +414,7 @@ mod tests {
         assert!(v.chars().all(|c| c == 'a' || c == 'é'));
         let path = format!("/{}?q={}", "p".repeat(5_000), "v".repeat(5_000));
         let h = RequestHead {
-            target: &path,
+            target: Some(&path),
             ..head("GET", "/", Some("h"))
         };
         let (name, attributes) = request_span(&h, Role::Client);

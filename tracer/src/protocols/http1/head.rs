@@ -70,12 +70,16 @@ pub struct RequestHead {
     pub fingerprint: u64,
     pub method: Method,
     pub framing: Framing,
+    /// `Upgrade` offers `h2c`: a 101 answer turns the connection into HTTP/2 (RFC 7540 §3.2).
+    pub offers_h2c: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResponseHead {
     pub status: u16,
     pub framing: Framing,
+    /// `Upgrade: h2c`: with a 101, the connection continues in HTTP/2.
+    pub upgrade_h2c: bool,
 }
 
 /// Parses the request head at the front of `bytes` (which start with the head: empty lines
@@ -120,11 +124,11 @@ pub fn parse_request(bytes: &[u8], cut: bool, role: Role) -> Parsed<RequestHead,
     let version = if version == 0 { "1.0" } else { "1.1" };
     let (name, attributes) = semconv::request_span(
         &semconv::RequestHead {
-            method,
-            target,
+            method: Some(method),
+            target: Some(target),
             host: fields.host,
             user_agent: fields.user_agent,
-            scheme: "http",
+            scheme: Some("http"),
             version,
         },
         role,
@@ -138,6 +142,7 @@ pub fn parse_request(bytes: &[u8], cut: bool, role: Role) -> Parsed<RequestHead,
             fingerprint: fingerprint(method, target, version),
             method: Method::of(method),
             framing,
+            offers_h2c: fields.upgrade.is_some_and(offers_h2c),
         },
         len,
     }
@@ -182,9 +187,16 @@ pub fn parse_response(
             };
         }
     };
-    match Fields::scan(res.headers).response_framing(status, request) {
+    let fields = Fields::scan(res.headers);
+    match fields.response_framing(status, request) {
         Some(framing) => Parsed::Complete {
-            head: ResponseHead { status, framing },
+            head: ResponseHead {
+                status,
+                framing,
+                upgrade_h2c: fields
+                    .upgrade
+                    .is_some_and(|v| trim_ows(v).eq_ignore_ascii_case(b"h2c")),
+            },
             len,
         },
         None => Parsed::Unreadable {
@@ -237,6 +249,7 @@ struct Fields<'a> {
     traceparent: [&'a [u8]; 2],
     traceparents: usize,
     tracestate: Vec<&'a [u8]>,
+    upgrade: Option<&'a [u8]>,
 }
 
 impl<'a> Fields<'a> {
@@ -249,6 +262,9 @@ impl<'a> Fields<'a> {
             match name.len() {
                 4 if is("host") => {
                     fields.host.get_or_insert(value);
+                }
+                7 if is("upgrade") => {
+                    fields.upgrade.get_or_insert(value);
                 }
                 10 if is("user-agent") => fields.user_agent = Some(value),
                 10 if is("tracestate") => fields.tracestate.push(value),
@@ -324,6 +340,13 @@ impl<'a> Fields<'a> {
             None => Framing::UntilClose,
         })
     }
+}
+
+/// Whether an `Upgrade` value lists the `h2c` protocol token (`h2c`, `websocket, h2c`).
+fn offers_h2c(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|token| trim_ows(token).eq_ignore_ascii_case(b"h2c"))
 }
 
 /// `Content-Length` as a list of equal decimal numbers (`5` or `5, 5`).

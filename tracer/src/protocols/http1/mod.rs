@@ -14,6 +14,12 @@
 //! - 101 Switching Protocols, and a 2xx answer to CONNECT, complete their exchange and end
 //!   HTTP/1 on the connection: nothing more is parsed or reported for it (requests still queued
 //!   are abandoned), and its bytes are dropped as they arrive.
+//! - Except a 101 to HTTP/2 (`Upgrade: h2c`, RFC 7540 §3.2): its exchange is not complete, the
+//!   response to the upgraded request arrives as HTTP/2 stream 1. The parser stops consuming
+//!   right after the 101 head and hands the connection over ([`Http1Parser::take_h2c_handoff`]);
+//!   [`super::Parser`] then continues with HTTP/2 on the bytes still buffered. While a request
+//!   offering h2c waits for its answer, the client connection preface that may follow it is left
+//!   in the buffer for HTTP/2 rather than parsed as a request.
 //! - Chunked framing lost in a capture gap (a chunk-size line not captured, or malformed): the
 //!   body ends at a captured terminating chunk, at the next syscall that starts a message, or
 //!   at the close (details in `body.rs`). The response is still reported, ending with the last
@@ -62,7 +68,11 @@ pub fn detect(dir: Direction, bytes: &[u8]) -> Option<Role> {
 #[derive(Debug)]
 pub enum Http1Frame {
     /// A request head (its body, if any, is read by later calls).
-    Request { request: Request, method: Method },
+    Request {
+        request: Request,
+        method: Method,
+        h2c: bool,
+    },
     /// A request that cannot be reported; it still takes a place in the queue.
     UnreadableRequest { method: Method, at: SegTime },
     /// A complete response; `answers` is the request it answers, if that one was reported.
@@ -72,6 +82,8 @@ pub enum Http1Frame {
         last: SegTime,
         /// The connection stops speaking HTTP/1 after it.
         switches: bool,
+        /// ... and continues in HTTP/2: the exchange goes on there.
+        h2c: bool,
     },
     /// A final response that cannot be read; its request is abandoned.
     UnreadableResponse { answers: Option<u64>, at: SegTime },
@@ -83,6 +95,18 @@ struct Pending {
     /// `None` for a placeholder (a request that could not be reported).
     stream_id: Option<u64>,
     method: Method,
+    /// The request offers an upgrade to HTTP/2 (`Upgrade: h2c`).
+    h2c: bool,
+}
+
+/// A connection that switched from HTTP/1 to HTTP/2 with `Upgrade: h2c`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct H2cHandoff {
+    /// The id under which the upgraded request was reported (`None`: it was not seen). Its
+    /// response is HTTP/2 stream 1.
+    pub upgraded: Option<u64>,
+    /// The first stream id HTTP/1 did not use: HTTP/2 ids are reported above it.
+    pub next_stream_id: u64,
 }
 
 /// A response whose head is parsed and whose body is being read.
@@ -93,6 +117,7 @@ struct OpenResponse {
     /// Timing of the last byte read so far.
     last: SegTime,
     switches: bool,
+    h2c: bool,
 }
 
 /// HTTP/1 parsing state of one connection.
@@ -106,6 +131,8 @@ pub struct Http1Parser {
     open: Option<OpenResponse>,
     /// The connection switched protocols or became a tunnel.
     switched: bool,
+    /// The connection switched to HTTP/2; the bytes after the 101 are left for it.
+    handoff: Option<H2cHandoff>,
 }
 
 impl Http1Parser {
@@ -118,7 +145,18 @@ impl Http1Parser {
             response_body: Body::Idle,
             open: None,
             switched: false,
+            handoff: None,
         }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The connection continues in HTTP/2 (`Upgrade: h2c` answered by 101): taken once, by
+    /// [`super::Parser`], which replaces this parser.
+    pub fn take_h2c_handoff(&mut self) -> Option<H2cHandoff> {
+        self.handoff.take()
     }
 
     /// The direction requests travel in.
@@ -156,6 +194,11 @@ impl Http1Parser {
         if !stream.at_piece_start() && start_line::request_line(bytes) == Looks::No {
             return Parse::Invalid;
         }
+        // The HTTP/2 client preface after a request offering h2c: leave it for HTTP/2, which
+        // takes over when the 101 arrives.
+        if self.pending.iter().any(|p| p.h2c) && is_preface_prefix(bytes) {
+            return Parse::NeedMore;
+        }
         match head::parse_request(bytes, cut, self.role) {
             Parsed::Complete { head, len } => {
                 stream.consume(len as u64);
@@ -172,6 +215,7 @@ impl Http1Parser {
                         fingerprint: head.fingerprint,
                     },
                     method: head.method,
+                    h2c: head.offers_h2c,
                 })
             }
             Parsed::Unreadable { start, skip } => {
@@ -202,6 +246,7 @@ impl Http1Parser {
                     status: open.status,
                     last: open.last,
                     switches: open.switches,
+                    h2c: open.h2c,
                 });
             }
             skip_empty_lines(stream);
@@ -222,11 +267,19 @@ impl Http1Parser {
                     let switches = head.framing == Framing::Switch;
                     self.switched |= switches;
                     self.response_body = Body::new(head.framing);
+                    let answered = self.pending.pop_front();
+                    // To HTTP/2 when the 101 names h2c and the request offered it (or was not
+                    // seen: joined mid-stream, the HTTP/2 connection still starts here).
+                    let h2c = switches
+                        && head.status == 101
+                        && head.upgrade_h2c
+                        && answered.is_none_or(|p| p.h2c);
                     self.open = Some(OpenResponse {
-                        answers: self.pending.pop_front().and_then(|p| p.stream_id),
+                        answers: answered.and_then(|p| p.stream_id),
                         status: head.status,
                         last,
                         switches,
+                        h2c,
                     });
                 }
                 Parsed::Unreadable { start, skip } => {
@@ -286,6 +339,13 @@ fn skip_empty_lines(stream: &mut StreamBuffer) {
     }
 }
 
+/// Whether `bytes` are the HTTP/2 client connection preface, or the start of it.
+fn is_preface_prefix(bytes: &[u8]) -> bool {
+    let preface = super::http2::PREFACE;
+    let n = bytes.len().min(preface.len());
+    bytes[..n] == preface[..n]
+}
+
 /// 1xx other than 101: a final response follows.
 fn is_interim(status: u16) -> bool {
     (100..200).contains(&status) && status != 101
@@ -295,6 +355,10 @@ impl ProtocolParser for Http1Parser {
     type Frame = Http1Frame;
 
     fn parse_frame(&mut self, dir: Direction, stream: &mut StreamBuffer) -> Parse<Http1Frame> {
+        if self.handoff.is_some() {
+            // HTTP/2 from here on: the bytes are left for it.
+            return Parse::NeedMore;
+        }
         if self.switched && self.open.is_none() {
             // Not HTTP/1 any more: drop the bytes as they come.
             stream.clear();
@@ -317,10 +381,15 @@ impl ProtocolParser for Http1Parser {
 
     fn pair(&mut self, _dir: Direction, frame: Http1Frame, out: &mut Vec<L7Event>) {
         match frame {
-            Http1Frame::Request { request, method } => {
+            Http1Frame::Request {
+                request,
+                method,
+                h2c,
+            } => {
                 let pending = Pending {
                     stream_id: Some(request.stream_id),
                     method,
+                    h2c,
                 };
                 self.enqueue(pending, request.first, out);
                 out.push(L7Event::Request(request));
@@ -330,6 +399,7 @@ impl ProtocolParser for Http1Parser {
                     Pending {
                         stream_id: None,
                         method,
+                        h2c: false,
                     },
                     at,
                     out,
@@ -337,9 +407,23 @@ impl ProtocolParser for Http1Parser {
             }
             Http1Frame::Response {
                 answers,
+                last,
+                h2c: true,
+                ..
+            } => {
+                // The exchange continues as HTTP/2 stream 1: no response yet.
+                self.abandon_pending(last, "connection switched protocols", out);
+                self.handoff = Some(H2cHandoff {
+                    upgraded: answers,
+                    next_stream_id: self.next_stream_id,
+                });
+            }
+            Http1Frame::Response {
+                answers,
                 status,
                 last,
                 switches,
+                h2c: false,
             } => {
                 if let Some(stream_id) = answers {
                     let (attributes, error) = semconv::response_outcome(status, self.role);
