@@ -114,6 +114,7 @@ impl BatchWorker {
                         );
                         if let Some(line) = log.rejections.failure(&target, &what, now) {
                             tracing::warn!("{line}");
+                            SinkCounters::add(&self.counters.failure_reports, 1);
                         }
                     }
                     return;
@@ -124,6 +125,7 @@ impl BatchWorker {
             let now = std::time::Instant::now();
             if let Some(line) = log.failures.failure(&target, &error.message, now) {
                 tracing::warn!("{line}");
+                SinkCounters::add(&self.counters.failure_reports, 1);
             }
             let wait = backoff(
                 &self.retry,

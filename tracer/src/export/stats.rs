@@ -12,6 +12,7 @@ pub struct SinkCounters {
     pub export_errors: AtomicU64,
     pub retries: AtomicU64,
     pub traces_evicted: AtomicU64,
+    pub failure_reports: AtomicU64,
 }
 
 impl SinkCounters {
@@ -34,6 +35,7 @@ impl SinkCounters {
             export_errors: self.export_errors.load(Relaxed),
             retries: self.retries.load(Relaxed),
             traces_evicted: self.traces_evicted.load(Relaxed),
+            failure_reports: self.failure_reports.load(Relaxed),
             queue_depth,
             queue_capacity,
         }
@@ -59,6 +61,8 @@ pub struct SinkStats {
     pub retries: u64,
     /// Terminal: traces printed before they were quiet, to bound memory.
     pub traces_evicted: u64,
+    /// Warnings logged about failing exports (rate-limited: one per interval).
+    pub failure_reports: u64,
     pub queue_depth: usize,
     pub queue_capacity: usize,
 }
