@@ -31,6 +31,7 @@ pub mod names {
     pub const COUNTERS: &str = "COUNTERS";
     pub const EXE_SELECTORS: &str = "EXE_SELECTORS";
     pub const WATCH: &str = "WATCH";
+    pub const FRAME_WALKS: &str = "FRAME_WALKS";
     pub const GLOBAL_CAPTURE_BYTES: &str = "CAPTURE_BYTES";
     pub const GLOBAL_AGENT_TGID: &str = "AGENT_TGID";
     pub const GLOBAL_FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
@@ -196,8 +197,34 @@ pub struct DataEvent {
     pub direction: u8,
     /// `DATA_FLAG_*` bits.
     pub flags: u8,
-    pub _pad: u8,
+    /// [`FrameHint`]s that follow the payload (HTTP/2 sockets only).
+    pub hint_count: u8,
 }
+
+/// An HTTP/2 frame that starts past the captured prefix of a syscall, found by the kernel
+/// walking the frame headers of the whole buffer: the agent keeps the stream's framing with it
+/// instead of losing it in the uncaptured bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FrameHint {
+    /// Where the frame header starts, from the syscall's first byte.
+    pub offset: u32,
+    /// The 9-byte frame header.
+    pub header: [u8; 9],
+    /// Payload bytes that follow in `payload` (HEADERS and CONTINUATION frames, so trailers
+    /// and the header table stay readable).
+    pub payload_len: u8,
+    pub _pad: [u8; 2],
+    pub payload: [u8; FRAME_HINT_PAYLOAD],
+}
+
+/// Payload bytes carried by a [`FrameHint`].
+pub const FRAME_HINT_PAYLOAD: usize = 64;
+/// At most this many frame hints per syscall; past them the kernel stops walking that socket
+/// (the agent then resynchronises by itself).
+pub const MAX_FRAME_HINTS: u32 = 16;
+/// The HTTP/2 client connection preface.
+pub const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Reading the payload from user memory failed; the captured bytes are incomplete.
 pub const DATA_FLAG_READ_FAULT: u8 = 1;
@@ -279,6 +306,8 @@ pub const USER_GEN_BIT: u64 = 1 << 63;
 pub const SOCK_FLAG_PREEXISTING: u32 = 1;
 /// An event of this socket was lost; the next data event carries `DATA_FLAG_LOST_BEFORE`.
 pub const SOCK_FLAG_LOST: u32 = 2;
+/// The kernel saw the HTTP/2 preface on this socket and walks its frame headers.
+pub const SOCK_FLAG_HTTP2: u32 = 4;
 
 /// Value of the `ENABLED_PROCESSES` map (key: tgid).
 #[repr(C)]
@@ -317,10 +346,13 @@ pub enum Counter {
     MmsgLimit = 8,
     /// Processes not traced because ENABLED_PROCESSES was full (fork or exe match).
     ProcessMapFull = 9,
+    /// HTTP/2 sockets whose frame walk stopped (too many frames in one syscall, a header cut
+    /// at a syscall's end, or the walk map full); the agent resynchronises them by itself.
+    FrameWalkLost = 10,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Self::DataEvents,
         Self::ControlEvents,
@@ -332,6 +364,7 @@ impl Counter {
         Self::IovecLimit,
         Self::MmsgLimit,
         Self::ProcessMapFull,
+        Self::FrameWalkLost,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -346,6 +379,7 @@ impl Counter {
             Self::IovecLimit => "iovec_limit",
             Self::MmsgLimit => "mmsg_limit",
             Self::ProcessMapFull => "process_map_full",
+            Self::FrameWalkLost => "frame_walk_lost",
         }
     }
 
@@ -370,6 +404,7 @@ const _: () = assert!(size_of::<SockKey>() == 8);
 const _: () = assert!(size_of::<SockInfo>() == 16);
 const _: () = assert!(size_of::<ProcessInfo>() == 4);
 const _: () = assert!(size_of::<ProcessEvent>() == 40);
+const _: () = assert!(size_of::<FrameHint>() == 80);
 const _: () = assert!(MAX_CAPTURE_BYTES.is_power_of_two());
 const _: () = assert!(DEFAULT_CAPTURE_BYTES as usize <= MAX_CAPTURE_BYTES);
 const _: () = assert!(Counter::ALL.len() == Counter::COUNT as usize);

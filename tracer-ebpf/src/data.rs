@@ -8,10 +8,11 @@ use aya_ebpf::{
 use core::{ffi::c_void, mem::size_of};
 use tracer_common::{
     Counter, DATA_FLAG_IOVEC_LIMIT, DATA_FLAG_LOST_BEFORE, DATA_FLAG_READ_FAULT, DataEvent,
-    EventHeader, EventKind, MAX_CAPTURE_BYTES, MAX_IOVECS, MAX_MMSG, SOCK_FLAG_LOST, SockKey,
-    Syscall,
+    EventHeader, EventKind, FrameHint, MAX_CAPTURE_BYTES, MAX_FRAME_HINTS, MAX_IOVECS, MAX_MMSG,
+    SOCK_FLAG_HTTP2, SOCK_FLAG_LOST, SockKey, Syscall,
 };
 
+use crate::http2;
 use crate::maps::{
     EVENTS, IN_FLIGHT, InFlight, Layout, SCRATCH, SOCKETS, Scratch, capture_bytes, count,
     is_enabled,
@@ -73,7 +74,7 @@ pub fn enter(ctx: &TracePointContext, syscall: Syscall, layout: Layout, flags_ar
         syscall: syscall as u8,
         layout,
         lost: (sock_flags & SOCK_FLAG_LOST != 0) as u8,
-        _pad: 0,
+        http2: (sock_flags & SOCK_FLAG_HTTP2 != 0) as u8,
     };
     if IN_FLIGHT.insert(id, call, 0).is_err() {
         count(Counter::ArgsMapFull);
@@ -98,28 +99,57 @@ pub fn exit(ctx: &TracePointContext, layout: Layout) {
     let ts_exit = unsafe { bpf_ktime_get_ns() };
     let ret = ret as u64;
     match layout {
-        Layout::Buffer => emit(id, &call, ts_exit, ret, Payload::Buffer(call.ptr)),
-        Layout::Iovec => emit(id, &call, ts_exit, ret, Payload::Iovec(call.ptr, call.len)),
+        Layout::Buffer => emit(
+            ctx,
+            id,
+            &call,
+            ts_exit,
+            ret,
+            Payload::Buffer(call.ptr),
+            true,
+        ),
+        Layout::Iovec => {
+            let payload = Payload::Iovec(call.ptr, call.len);
+            emit(ctx, id, &call, ts_exit, ret, payload, true);
+        }
         Layout::Msghdr => {
             let (iov, iovlen) = read_msghdr(call.ptr);
-            emit(id, &call, ts_exit, ret, Payload::Iovec(iov, iovlen));
+            emit(
+                ctx,
+                id,
+                &call,
+                ts_exit,
+                ret,
+                Payload::Iovec(iov, iovlen),
+                true,
+            );
         }
-        Layout::None => emit(id, &call, ts_exit, ret, Payload::None),
-        Layout::Mmsghdr => emit_mmsg(id, &call, ts_exit, ret),
+        Layout::None => emit(ctx, id, &call, ts_exit, ret, Payload::None, true),
+        Layout::Mmsghdr => emit_mmsg(ctx, id, &call, ts_exit, ret),
         Layout::Connect | Layout::Accept => {}
     }
 }
 
 /// sendmmsg/recvmmsg return how many messages moved; each carries its own `msg_len`.
 #[inline(always)]
-fn emit_mmsg(id: u64, call: &InFlight, ts_exit: u64, messages: u64) {
+fn emit_mmsg(ctx: &TracePointContext, id: u64, call: &InFlight, ts_exit: u64, messages: u64) {
     let mut i: u64 = 0;
     while i < MAX_MMSG as u64 && i < messages {
         let hdr = call.ptr + i * MMSGHDR_SIZE;
         let len = read_user_u32(hdr + MMSGHDR_LEN) as u64;
         if len > 0 {
             let (iov, iovlen) = read_msghdr(hdr);
-            emit(id, call, ts_exit, len, Payload::Iovec(iov, iovlen));
+            // No frame walk: its tail call would not come back for the next message (and
+            // HTTP/2 does not travel over sendmmsg).
+            emit(
+                ctx,
+                id,
+                call,
+                ts_exit,
+                len,
+                Payload::Iovec(iov, iovlen),
+                false,
+            );
         }
         i += 1;
     }
@@ -134,8 +164,18 @@ enum Payload {
     None,
 }
 
+/// Builds the data event in the scratch (header, then payload), lets the HTTP/2 frame walk
+/// add its hints (it then emits the record itself), or emits it.
 #[inline(always)]
-fn emit(id: u64, call: &InFlight, ts_exit: u64, total: u64, payload: Payload) {
+fn emit(
+    ctx: &TracePointContext,
+    id: u64,
+    call: &InFlight,
+    ts_exit: u64,
+    total: u64,
+    payload: Payload,
+    walk: bool,
+) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -146,7 +186,7 @@ fn emit(id: u64, call: &InFlight, ts_exit: u64, total: u64, payload: Payload) {
         capture_bytes()
     };
     let base = scratch.payload.as_mut_ptr();
-    let (mut captured, mut flags) = match payload {
+    let (captured, flags) = match payload {
         Payload::Buffer(ptr) => {
             if copy_user(base, ptr, limit) {
                 (limit, 0)
@@ -157,6 +197,11 @@ fn emit(id: u64, call: &InFlight, ts_exit: u64, total: u64, payload: Payload) {
         Payload::Iovec(iov, iovlen) => gather(scratch, iov, iovlen, limit),
         Payload::None => (0, 0),
     };
+    // The copy can end in many ways (one per iovec); without this, each of those verifier
+    // states would check everything below separately.
+    unsafe { core::ptr::write_volatile(&raw mut scratch.launder, [captured, flags as u64]) };
+    let [c, f] = unsafe { core::ptr::read_volatile(&raw const scratch.launder) };
+    let (mut captured, mut flags) = (c, f as u8);
     if flags & DATA_FLAG_READ_FAULT != 0 {
         count(Counter::ReadFault);
     }
@@ -174,6 +219,7 @@ fn emit(id: u64, call: &InFlight, ts_exit: u64, total: u64, payload: Payload) {
         flags |= DATA_FLAG_LOST_BEFORE;
     }
     let syscall = call.syscall;
+    let direction = direction_of(syscall);
     scratch.event = DataEvent {
         header: EventHeader {
             kind: EventKind::Data as u32,
@@ -187,24 +233,61 @@ fn emit(id: u64, call: &InFlight, ts_exit: u64, total: u64, payload: Payload) {
         total_len: total,
         captured_len: captured as u32,
         syscall,
-        direction: direction_of(syscall),
+        direction,
         flags,
-        _pad: 0,
+        hint_count: 0,
     };
-    let len = size_of::<DataEvent>() + captured as usize;
+    // HTTP/2 sockets (or a first syscall that may be the preface): walk the frames.
+    if walk && (call.http2 != 0 || (captured >= 24 && scratch.payload[0] == b'P')) {
+        let key = SockKey {
+            tgid: (id >> 32) as u32,
+            fd: call.fd,
+        };
+        let source = match payload {
+            Payload::Buffer(ptr) => http2::Source::Buffer(ptr),
+            Payload::Iovec(iov, iovlen) => http2::Source::Iovec(iov, iovlen),
+            Payload::None => http2::Source::None,
+        };
+        http2::start(
+            ctx,
+            scratch,
+            key,
+            call,
+            direction as usize,
+            total,
+            captured,
+            source,
+        );
+    }
+    output(scratch);
+}
+
+/// Sends the data event assembled in the scratch: header, captured payload, frame hints.
+#[inline(always)]
+pub fn output(scratch: &mut Scratch) {
+    let captured = scratch.event.captured_len as usize & (2 * MAX_CAPTURE_BYTES - 1);
+    let captured = if captured > MAX_CAPTURE_BYTES {
+        MAX_CAPTURE_BYTES
+    } else {
+        captured
+    };
+    let hints = scratch.event.hint_count as usize & (2 * MAX_FRAME_HINTS as usize - 1);
+    let len = size_of::<DataEvent>() + captured + hints * size_of::<FrameHint>();
     let record = unsafe { core::slice::from_raw_parts(scratch as *const _ as *const u8, len) };
+    let header = scratch.event.header;
     let key = SockKey {
-        tgid: (id >> 32) as u32,
-        fd: call.fd,
+        tgid: header.tgid,
+        fd: header.fd,
     };
+    let lost_before = scratch.event.flags & DATA_FLAG_LOST_BEFORE != 0;
     if EVENTS.output::<[u8]>(record, 0).is_ok() {
         count(Counter::DataEvents);
-        if call.lost != 0 {
-            set_lost(key, call.conn_gen, false);
+        if lost_before {
+            set_lost(key, header.conn_gen, false);
         }
     } else {
         count(Counter::RingFull);
-        set_lost(key, call.conn_gen, true);
+        set_lost(key, header.conn_gen, true);
     }
 }
 

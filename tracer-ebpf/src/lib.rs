@@ -18,6 +18,8 @@ pub enum Attach {
     /// host), attached alongside any others already there. Optional: if no cgroup v2 hierarchy
     /// exists, the agent runs without it.
     CgroupSockOps,
+    /// Not attached: reached by tail call through slot `index` of program array `map`.
+    TailCall { map: &'static str, index: u32 },
 }
 
 /// One kernel program and its attach point.
@@ -39,9 +41,18 @@ const fn syscall(program: &'static str) -> ProgramSpec {
     }
 }
 
-/// Every program of the capture object. Order is attach order: socket bookkeeping
-/// (connect/accept/close) first so no data event arrives for a socket the agent never saw open.
+/// Every program of the capture object. Order is attach order: tail-call targets, then socket
+/// bookkeeping (connect/accept/close) so no data event arrives for a socket the agent never saw
+/// open.
 pub const CAPTURE_PROGRAMS: &[ProgramSpec] = &[
+    // Tail-call targets first, so callers never find their slot empty.
+    ProgramSpec {
+        program: "h2_frame_step",
+        attach: Attach::TailCall {
+            map: "FRAME_STEPS",
+            index: 0,
+        },
+    },
     // Hands connect() the local address the kernel picked (see sockets::record_connect).
     ProgramSpec {
         program: "tcp_connect_addresses",

@@ -4,6 +4,7 @@
 #![no_main]
 
 mod data;
+mod http2;
 mod maps;
 mod process;
 mod sockets;
@@ -164,6 +165,13 @@ pub fn tcp_connect_addresses(ctx: SockOpsContext) -> u32 {
         sockets::record_connect(&ctx);
     }
     1
+}
+
+/// Not attached: reached by tail call (slot 0 of FRAME_STEPS), one HTTP/2 frame per run.
+#[tracepoint]
+pub fn h2_frame_step(ctx: TracePointContext) -> u32 {
+    http2::step(&ctx);
+    0
 }
 
 #[tracepoint]

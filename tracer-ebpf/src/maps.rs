@@ -85,8 +85,16 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::C
 pub struct Scratch {
     pub event: DataEvent,
     pub payload: [u8; 3 * MAX_CAPTURE_BYTES],
-    /// Loop-carried values of `data::gather`, stored here to hide them from the verifier.
+    /// Loop-carried values of `data::gather` and `http2::walk`, stored here to hide them
+    /// from the verifier.
     pub launder: [u64; 2],
+    /// Loop-carried values of `http2::read_iovecs` (nested in the walk's own loop).
+    pub walk_launder: [u64; 4],
+    /// The iovecs of the syscall whose HTTP/2 frames are being walked (base, length).
+    pub iovecs: [[u64; 2]; crate::http2::MAX_WALK_IOVECS as usize],
+    pub iovec_count: u64,
+    /// The HTTP/2 frame walk in progress, from one tail call to the next.
+    pub walk: crate::http2::WalkState,
 }
 
 /// The addresses of the last TCP connect on this CPU, written by the sock_ops program inside
@@ -143,7 +151,8 @@ pub struct InFlight {
     pub layout: Layout,
     /// The socket had lost data when this syscall began (`SOCK_FLAG_LOST`).
     pub lost: u8,
-    pub _pad: u8,
+    /// The socket speaks HTTP/2 (`SOCK_FLAG_HTTP2`): its frames are walked.
+    pub http2: u8,
 }
 
 #[inline(always)]

@@ -9,11 +9,12 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use core::ffi::c_void;
 use tracer_common::{
-    ConnEvent, Counter, EventHeader, EventKind, SOCKADDR_BYTES, SockInfo, SockKey,
+    ConnEvent, Counter, EventHeader, EventKind, SOCK_FLAG_HTTP2, SOCKADDR_BYTES, SockInfo, SockKey,
 };
 
 use crate::{
     data::{arg, read_user_u32, ret},
+    http2::FRAME_WALKS,
     maps::{CONNECT_HANDOFF, EVENTS, IN_FLIGHT, InFlight, Layout, SOCKETS, count, is_enabled},
 };
 
@@ -35,7 +36,7 @@ pub fn enter(ctx: &TracePointContext, layout: Layout) {
         syscall: 0,
         layout,
         lost: 0,
-        _pad: 0,
+        http2: 0,
     };
     if IN_FLIGHT.insert(id, call, 0).is_err() {
         count(Counter::ArgsMapFull);
@@ -64,7 +65,7 @@ pub fn exit(ctx: &TracePointContext, layout: Layout) {
             syscall: 0,
             layout,
             lost: 0,
-            _pad: 0,
+            http2: 0,
         },
         None => return,
     };
@@ -205,8 +206,11 @@ pub fn close(ctx: &TracePointContext) {
     let Some(info) = SOCKETS.get_ptr(key) else {
         return;
     };
-    let conn_gen = unsafe { (*info).conn_gen };
+    let (conn_gen, flags) = unsafe { ((*info).conn_gen, (*info).flags) };
     let _ = SOCKETS.remove(key);
+    if flags & SOCK_FLAG_HTTP2 != 0 {
+        let _ = FRAME_WALKS.remove(key);
+    }
     emit_header(EventKind::Close, id, fd, conn_gen);
 }
 

@@ -75,7 +75,7 @@ fn data(fd: i32, ts: u64, direction: Direction, payload: &[u8]) -> Vec<u8> {
         },
         direction: direction as u8,
         flags: 0,
-        _pad: 0,
+        hint_count: 0,
     })
     .to_vec();
     out.extend_from_slice(payload);

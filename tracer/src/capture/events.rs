@@ -9,8 +9,8 @@ use std::{
 
 use bytes::Bytes;
 use tracer_common::{
-    ConnEvent, DataEvent, Direction, EventHeader, EventKind, PROC_FLAG_EXE_MATCH, PROC_FLAG_TRACED,
-    ProcessEvent, SOCKADDR_BYTES, Syscall,
+    ConnEvent, DataEvent, Direction, EventHeader, EventKind, FRAME_HINT_PAYLOAD, FrameHint,
+    PROC_FLAG_EXE_MATCH, PROC_FLAG_TRACED, ProcessEvent, SOCKADDR_BYTES, Syscall,
 };
 
 /// A socket of a traced process: the fd plus the generation that tells fd reuse apart.
@@ -33,6 +33,9 @@ pub struct DataRecord {
     /// Bytes the syscall moved; `payload` holds at most the first `capture_bytes` of them.
     pub total_len: u64,
     pub payload: Bytes,
+    /// Bytes captured past `payload`, as (offset from the syscall's start, bytes): HTTP/2
+    /// frame headers (and small header blocks) the kernel found further in the buffer.
+    pub runs: Vec<(u64, Bytes)>,
     /// `tracer_common::DATA_FLAG_*`.
     pub flags: u8,
 }
@@ -114,6 +117,16 @@ pub fn decode(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
             let data: DataEvent = read(record)?;
             let payload = &record[size_of::<DataEvent>()..];
             let captured = (data.captured_len as usize).min(payload.len());
+            let hints = &payload[captured..];
+            let mut runs = Vec::new();
+            for i in 0..data.hint_count as usize {
+                let hint: FrameHint = read(hints.get(i * size_of::<FrameHint>()..).unwrap_or(&[]))?;
+                let payload_len = (hint.payload_len as usize).min(FRAME_HINT_PAYLOAD);
+                let mut bytes = Vec::with_capacity(hint.header.len() + payload_len);
+                bytes.extend_from_slice(&hint.header);
+                bytes.extend_from_slice(&hint.payload[..payload_len]);
+                runs.push((u64::from(hint.offset), Bytes::from(bytes)));
+            }
             Ok(CaptureEvent::Data(DataRecord {
                 socket,
                 tid: header.tid,
@@ -123,6 +136,7 @@ pub fn decode(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
                 syscall: Syscall::from_u8(data.syscall).ok_or(DecodeError::InvalidField)?,
                 total_len: data.total_len.max(captured as u64),
                 payload: Bytes::copy_from_slice(&payload[..captured]),
+                runs,
                 flags: data.flags,
             }))
         }
@@ -229,7 +243,7 @@ mod tests {
             syscall: Syscall::Recvfrom as u8,
             direction: Direction::Ingress as u8,
             flags: 0,
-            _pad: 0,
+            hint_count: 0,
         };
         let mut raw = bytes_of(&ev);
         raw.extend_from_slice(b"GET");
@@ -266,7 +280,7 @@ mod tests {
             syscall: 200,
             direction: 0,
             flags: 0,
-            _pad: 0,
+            hint_count: 0,
         };
         assert_eq!(
             decode(&bytes_of(&ev)).unwrap_err(),
@@ -284,7 +298,7 @@ mod tests {
             syscall: 0,
             direction: 0,
             flags: 0,
-            _pad: 0,
+            hint_count: 0,
         };
         let mut raw = bytes_of(&ev);
         raw.extend_from_slice(b"ab");

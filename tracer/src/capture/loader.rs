@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{CgroupAttachMode, SockOps, TracePoint},
 };
 use tracer_common::{Comm, Counter, ProcessInfo, SockInfo, SockKey, names};
@@ -37,6 +37,8 @@ pub struct Capture {
     enabled: HashMap<MapData, u32, ProcessInfo>,
     exe_selectors: HashMap<MapData, Comm, u32>,
     watch: Array<MapData, u32>,
+    /// HTTP/2 frame-walk state per socket (values opaque here: only freed).
+    frame_walks: HashMap<MapData, SockKey, [u64; 3]>,
     sockets: HashMap<MapData, SockKey, SockInfo>,
     counters: PerCpuArray<MapData, u64>,
     /// Kernel log records (aya-log), drained by the agent.
@@ -76,6 +78,7 @@ impl Capture {
         let enabled = HashMap::try_from(take(&mut ebpf, names::ENABLED_PROCESSES)?)?;
         let exe_selectors = HashMap::try_from(take(&mut ebpf, names::EXE_SELECTORS)?)?;
         let watch = Array::try_from(take(&mut ebpf, names::WATCH)?)?;
+        let frame_walks = HashMap::try_from(take(&mut ebpf, names::FRAME_WALKS)?)?;
         let sockets = HashMap::try_from(take(&mut ebpf, names::SOCKETS)?)?;
         let counters = PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)?;
         Ok((
@@ -84,6 +87,7 @@ impl Capture {
                 enabled,
                 exe_selectors,
                 watch,
+                frame_walks,
                 sockets,
                 counters,
                 logger,
@@ -141,6 +145,7 @@ impl Capture {
             .collect();
         for key in &keys {
             let _ = self.sockets.remove(key);
+            let _ = self.frame_walks.remove(key);
         }
         keys.len()
     }
@@ -213,6 +218,21 @@ fn attach(ebpf: &mut Ebpf, name: &str, attach: Attach) -> Result<()> {
             program
                 .attach(category, tracepoint)
                 .with_context(|| format!("attaching {name} to {category}:{tracepoint}"))?;
+        }
+        Attach::TailCall { map, index } => {
+            let program: &mut TracePoint = program
+                .try_into()
+                .with_context(|| format!("program {name} is not a tracepoint"))?;
+            program
+                .load()
+                .with_context(|| format!("the kernel refused program {name}"))?;
+            let fd = program.fd()?.try_clone()?;
+            let slots = ebpf
+                .map_mut(map)
+                .ok_or_else(|| anyhow!("map {map} missing from the object"))?;
+            ProgramArray::try_from(slots)?
+                .set(index, &fd, 0)
+                .with_context(|| format!("installing {name} in {map}[{index}]"))?;
         }
         Attach::CgroupSockOps => {
             let program: &mut SockOps = program

@@ -314,7 +314,7 @@ impl Connections {
         match &mut conn.protocol {
             ProtocolState::Unknown => {}
             ProtocolState::Parsing(parser) => {
-                stream.push(&data.payload, data.total_len, time);
+                stream.push_runs(&data.payload, &data.runs, data.total_len, time);
                 parser.feed(dir, stream, &mut self.scratch, &mut self.stats.parse);
             }
             ProtocolState::Detecting { syscalls } => {
@@ -327,7 +327,7 @@ impl Connections {
                             s.clear();
                         });
                         let stream = &mut conn.streams[dir as usize];
-                        stream.push(&data.payload, data.total_len, time);
+                        stream.push_runs(&data.payload, &data.runs, data.total_len, time);
                         let mut parser = parser;
                         parser.feed(dir, stream, &mut self.scratch, &mut self.stats.parse);
                         conn.protocol = ProtocolState::Parsing(parser);

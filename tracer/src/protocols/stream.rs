@@ -25,6 +25,9 @@ struct Piece {
     captured: usize,
     gap: u64,
     time: SegTime,
+    /// The piece begins a syscall (a syscall is one piece, or several when the kernel handed
+    /// over bytes from past the captured prefix).
+    syscall_start: bool,
 }
 
 impl Piece {
@@ -50,16 +53,53 @@ impl StreamBuffer {
 
     /// Appends one syscall's bytes: `captured` is a prefix of the `total` bytes it moved.
     pub fn push(&mut self, captured: &[u8], total: u64, time: SegTime) {
-        let total = total.max(captured.len() as u64);
+        self.push_runs::<&[u8]>(captured, &[], total, time);
+    }
+
+    /// Appends one syscall's bytes: the captured `prefix`, and further captured `runs` as
+    /// (offset from the syscall's start, bytes), in increasing offsets. Runs overlapping the
+    /// prefix, each other or the end are clipped (they are the same bytes).
+    pub fn push_runs<B: AsRef<[u8]>>(
+        &mut self,
+        prefix: &[u8],
+        runs: &[(u64, B)],
+        total: u64,
+        time: SegTime,
+    ) {
+        let total = total.max(prefix.len() as u64);
         if total == 0 {
             return;
         }
-        self.data.extend_from_slice(captured);
-        self.pieces.push_back(Piece {
-            captured: captured.len(),
-            gap: total - captured.len() as u64,
+        self.data.extend_from_slice(prefix);
+        let mut piece = Piece {
+            captured: prefix.len(),
+            gap: 0,
             time,
-        });
+            syscall_start: true,
+        };
+        let mut at = prefix.len() as u64;
+        for (offset, bytes) in runs {
+            let (offset, bytes) = (*offset, bytes.as_ref());
+            if offset >= total || offset + bytes.len() as u64 <= at {
+                continue;
+            }
+            let start = offset.max(at);
+            let skip = (start - offset) as usize;
+            let end = (offset + bytes.len() as u64).min(total);
+            piece.gap = start - at;
+            self.pieces.push_back(piece);
+            self.data
+                .extend_from_slice(&bytes[skip..skip + (end - start) as usize]);
+            piece = Piece {
+                captured: (end - start) as usize,
+                gap: 0,
+                time,
+                syscall_start: false,
+            };
+            at = end;
+        }
+        piece.gap = total - at;
+        self.pieces.push_back(piece);
     }
 
     /// Logical bytes available (captured and not).
@@ -93,13 +133,24 @@ impl StreamBuffer {
         (&self.data[..run], false)
     }
 
-    /// The rest of the syscall holding the read position: its captured bytes not yet consumed,
-    /// and how many uncaptured bytes follow them. `None` when nothing is buffered.
+    /// The rest of the syscall holding the read position: the captured bytes of the current
+    /// piece, and how many more bytes the syscall holds after them.
+    /// `None` when nothing is buffered.
     pub fn front_piece(&self) -> Option<(&[u8], u64)> {
         let front = self.pieces.front()?;
         let captured_left = (front.captured as u64).saturating_sub(self.front_used);
-        let gap_left = front.len() - self.front_used - captured_left;
-        Some((&self.data[..captured_left as usize], gap_left))
+        let rest_of_syscall: u64 =
+            self.syscall_pieces().map(Piece::len).sum::<u64>() - self.front_used - captured_left;
+        Some((&self.data[..captured_left as usize], rest_of_syscall))
+    }
+
+    /// The pieces of the syscall holding the read position.
+    fn syscall_pieces(&self) -> impl Iterator<Item = &Piece> {
+        self.pieces
+            .iter()
+            .enumerate()
+            .take_while(|(i, p)| *i == 0 || !p.syscall_start)
+            .map(|(_, p)| p)
     }
 
     /// Timing of the syscall holding the next byte.
@@ -109,7 +160,7 @@ impl StreamBuffer {
 
     /// Whether the next byte is the first byte of a syscall (frames usually start there).
     pub fn at_piece_start(&self) -> bool {
-        self.front_used == 0
+        self.front_used == 0 && self.pieces.front().is_some_and(|p| p.syscall_start)
     }
 
     /// Consumes `n` logical bytes (or all there are). Returns the timing of the syscall that
@@ -138,16 +189,11 @@ impl StreamBuffer {
         last
     }
 
-    /// Drops everything up to the next syscall boundary (the rest of the current piece).
+    /// Drops everything up to the next syscall boundary (the rest of the current syscall).
     pub fn skip_piece(&mut self) -> u64 {
-        match self.pieces.front() {
-            Some(front) => {
-                let left = front.len() - self.front_used;
-                self.consume(left);
-                left
-            }
-            None => 0,
-        }
+        let left = self.syscall_pieces().map(Piece::len).sum::<u64>() - self.front_used;
+        self.consume(left);
+        left
     }
 
     /// Drops everything.
@@ -222,6 +268,31 @@ mod tests {
         assert_eq!(s.front_piece(), Some((&b""[..], 3)));
         s.consume(3);
         assert_eq!(s.front_piece(), Some((&b"ef"[..], 0)));
+    }
+
+    #[test]
+    fn runs_past_the_prefix_are_captured_bytes_between_gaps() {
+        let mut s = StreamBuffer::new();
+        // 100 bytes moved; 4 captured at the start, 3 at 10, 5 at 20 (overlapping the next
+        // run by 1), 2 at 24, and one run past the end that is dropped.
+        let runs: [(u64, &[u8]); 4] = [(10, b"xyz"), (20, b"12345"), (24, b"56"), (200, b"!")];
+        s.push_runs(b"abcd", &runs, 100, t(1));
+        s.push(b"next", 4, t(2));
+        assert_eq!(s.len(), 104);
+        assert_eq!(s.head(), (&b"abcd"[..], true));
+        assert_eq!(s.front_piece(), Some((&b"abcd"[..], 96)));
+        assert_eq!(s.consume(10), Some(t(1)));
+        assert!(!s.at_piece_start(), "a run is not the start of a syscall");
+        assert_eq!(s.head(), (&b"xyz"[..], true));
+        assert_eq!(s.consume(10), Some(t(1)));
+        assert_eq!(s.head(), (&b"123456"[..], true));
+        // The current piece only; `head` joins the adjacent run.
+        assert_eq!(s.front_piece(), Some((&b"12345"[..], 75)));
+        // The rest of the syscall goes in one skip.
+        assert_eq!(s.skip_piece(), 80);
+        assert!(s.at_piece_start());
+        assert_eq!(s.head(), (&b"next"[..], false));
+        assert_eq!(s.buffered(), 4);
     }
 
     #[test]

@@ -189,3 +189,57 @@ fn a_padded_header_block_whose_first_byte_is_not_captured() {
     assert_eq!(c.summary(), vec![req(1, "HTTP", 2), ok(1, 3)]);
     assert_eq!(c.stats.unnamed_requests, 1);
 }
+
+impl Conn {
+    /// One syscall moving `bytes`, captured like the kernel does on an HTTP/2 socket: the
+    /// first `CAPTURE` bytes, plus every frame header past them (with the payload of small
+    /// header blocks) found by walking the frames from the syscall's start.
+    fn io_hinted(&mut self, dir: Direction, bytes: &[u8], n: u64) -> &mut Self {
+        let captured = &bytes[..bytes.len().min(CAPTURE)];
+        let mut runs = Vec::new();
+        let mut off = 0;
+        while off + 9 <= bytes.len() {
+            let len = u32::from_be_bytes([0, bytes[off], bytes[off + 1], bytes[off + 2]]) as usize;
+            if off + 9 > CAPTURE {
+                let small_block = matches!(bytes[off + 3], 1 | 9) && len <= 64;
+                let end = off + 9 + if small_block { len } else { 0 };
+                runs.push((off as u64, bytes[off..end].to_vec()));
+            }
+            off += 9 + len;
+        }
+        let parser = self.parser.as_mut().expect("detected");
+        let stream = &mut self.streams[dir as usize];
+        stream.push_runs(captured, &runs, bytes.len() as u64, t(n));
+        parser.feed(dir, stream, &mut self.events, &mut self.stats);
+        self
+    }
+}
+
+/// gRPC's usual large reply: head, a message far larger than the capture and the trailers,
+/// in one write. Only the kernel's frame hints show where the trailers are.
+#[test]
+fn trailers_past_the_capture_arrive_as_frame_hints() {
+    let (mut client, mut server) = (Client::new(), Server::new());
+    let mut c = Conn::server();
+    c.io(IN, &client.preface(), 1);
+    c.io(IN, &client.grpc_call(1, "/shop.v1.Catalog/Dump", &[]), 2);
+    let mut reply = server.grpc_head(1);
+    // A 39 kB message in frames of at most 16 KiB, as encoders send it.
+    for _ in 0..3 {
+        reply.extend(data(1, false, &message(13_000)));
+    }
+    reply.extend(server.grpc_trailers(1, "13"));
+    c.io_hinted(OUT, &reply, 3);
+    // And the connection goes on in sync.
+    c.io(IN, &client.grpc_call(3, "/shop.v1.Catalog/Get", &[]), 4);
+    c.io_hinted(OUT, &server.grpc_reply(3, "0", 1), 5);
+    assert_eq!(
+        c.summary(),
+        vec![
+            req(1, "shop.v1.Catalog/Dump", 2),
+            failed(1, 3, "gRPC status 13 (INTERNAL)"),
+            req(3, "shop.v1.Catalog/Get", 4),
+            ok(3, 5),
+        ]
+    );
+}
