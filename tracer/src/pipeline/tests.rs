@@ -73,6 +73,7 @@ fn data(socket: SocketId, tid: u32, t: u64, dir: Direction, bytes: &[u8]) -> Cap
         },
         total_len: bytes.len() as u64,
         payload: Bytes::copy_from_slice(bytes),
+        runs: Vec::new(),
         flags: 0,
     })
 }
@@ -383,4 +384,44 @@ fn spans_wait_for_the_settle_window_unless_forced() {
     p.on_event(data(s, 7, 200, Direction::Egress, &response(200)));
     assert!(p.ready_spans(false).is_empty(), "still settling");
     assert_eq!(p.ready_spans(true).len(), 1);
+}
+
+/// A client library writing from its own thread (grpcio, thread pools, event loops): the
+/// call is still the served request's child when the application passed its context on.
+#[test]
+fn a_call_from_another_thread_that_carries_the_served_context_is_its_child() {
+    for propagated in [true, false] {
+        let mut p = pipeline(&[1]);
+        let (server, client) = (sock(1, 4, 10), sock(1, 5, 11));
+        let incoming = format!("traceparent: 00-{TRACE}-{CALLER}-01\r\n");
+        p.on_event(open(server, true, "127.0.0.1:8080", "127.0.0.1:50000"));
+        p.on_event(data(
+            server,
+            7,
+            100,
+            Direction::Ingress,
+            &request("/a", &incoming),
+        ));
+        p.on_event(open(client, false, "127.0.0.1:40000", "127.0.0.1:9090"));
+        let outgoing = if propagated { incoming.as_str() } else { "" };
+        // Thread 8 is not the thread serving /a.
+        p.on_event(data(
+            client,
+            8,
+            200,
+            Direction::Egress,
+            &request("/b", outgoing),
+        ));
+        p.on_event(data(client, 8, 300, Direction::Ingress, &response(200)));
+        p.on_event(data(server, 7, 400, Direction::Egress, &response(200)));
+        let spans = p.ready_spans(true);
+        let (s, c) = (by_path(&spans, 1, "/a"), by_path(&spans, 1, "/b"));
+        if propagated {
+            assert_eq!(c.parent_span_id, Some(s.span_id));
+            assert_eq!(p.stats().stitch.context_links, 1);
+        } else {
+            assert_eq!(c.parent_span_id, None);
+            assert_ne!(c.trace_id, s.trace_id);
+        }
+    }
 }

@@ -24,7 +24,7 @@ use crate::{
     protocols::{L7Event, Request, Response, SegTime},
     span::{self, Attribute, Role, Span, SpanId, SpanKind, TraceContext, TraceId},
 };
-use peers::Peers;
+use peers::{Peers, Seen};
 
 /// A span's identity: its connection and its request's id on that connection.
 pub type SpanKey = (SocketId, u64);
@@ -55,6 +55,9 @@ pub struct StitchStats {
     pub peer_links: u64,
     /// Client spans whose parent is a server span of the same thread.
     pub thread_links: u64,
+    /// Client spans whose parent is the server span whose context the application passed on
+    /// (written by another thread).
+    pub context_links: u64,
     /// Requests that got no response (connection closed, data lost).
     pub abandoned: u64,
     /// Responses whose request was never seen.
@@ -98,6 +101,9 @@ struct Pending {
     /// Agent time (CLOCK_MONOTONIC) when the request was processed.
     seen_ns: u64,
     thread: (u32, u32),
+    /// The W3C context the request carried (server spans), to recognise the calls an
+    /// application makes while propagating it.
+    incoming: Option<TraceContext>,
     ending: Option<Ending>,
 }
 
@@ -273,6 +279,11 @@ impl Stitcher {
                 start_ns,
                 seen_ns: now_ns,
                 thread,
+                incoming: if role == Role::Server {
+                    req.context.clone()
+                } else {
+                    None
+                },
                 ending: None,
             },
         );
@@ -286,8 +297,14 @@ impl Stitcher {
         key: SpanKey,
         now_ns: u64,
     ) -> Parent {
-        if let (Some(local), Some(peer)) = (conn.local, conn.peer)
-            && let Some(client) = self.peers.server(local, peer, req.fingerprint, key, now_ns)
+        let seen = Seen {
+            fingerprint: req.fingerprint,
+            key,
+            at_ns: req.first.exit_ns,
+            seen_ns: now_ns,
+        };
+        if let Some(local) = conn.local
+            && let Some(client) = self.peers.server(local, conn.peer, seen)
         {
             self.stats.peer_links += 1;
             return Parent::Local(client);
@@ -306,8 +323,14 @@ impl Stitcher {
         thread: (u32, u32),
         now_ns: u64,
     ) -> Parent {
+        let seen = Seen {
+            fingerprint: req.fingerprint,
+            key,
+            at_ns: req.first.enter_ns,
+            seen_ns: now_ns,
+        };
         if let (Some(local), Some(peer)) = (conn.local, conn.peer)
-            && let Some(server) = self.peers.client(local, peer, req.fingerprint, key, now_ns)
+            && let Some(server) = self.peers.client(local, peer, seen)
             && let Some(span) = self.pending.get_mut(&server)
         {
             // The other end was seen first and decided on its own; it is this span's child.
@@ -326,12 +349,48 @@ impl Stitcher {
             self.stats.thread_links += 1;
             return Parent::Local(server);
         }
-        // No request in flight on this thread: the application's own header (it may be
-        // instrumented, or forward context from a queue) or a new trace.
+        // Another thread wrote it (a client library's I/O thread, a thread pool, an event
+        // loop), but the application propagated the context of a request it is serving.
+        if let Some(ctx) = &req.context
+            && let Some(server) = self.serving_context(thread.0, ctx, req.first.enter_ns)
+        {
+            self.stats.context_links += 1;
+            return Parent::Local(server);
+        }
+        // The application's own header (it may be instrumented, or forward context from a
+        // queue) or a new trace.
         match &req.context {
             Some(ctx) => Parent::Remote(ctx.clone()),
             None => Parent::None,
         }
+    }
+
+    /// The server span of process `tgid`, in flight at `at_ns`, whose incoming context the
+    /// outgoing `ctx` continues: the same trace, and preferably the same parent (forwarded
+    /// verbatim). The newest such span if several match.
+    fn serving_context(&self, tgid: u32, ctx: &TraceContext, at_ns: u64) -> Option<SpanKey> {
+        let mut best: Option<(bool, u64, SpanKey)> = None;
+        for key in self
+            .in_flight
+            .iter()
+            .filter(|((pid, _), _)| *pid == tgid)
+            .flat_map(|(_, keys)| keys)
+        {
+            let Some(span) = self.pending.get(key) else {
+                continue;
+            };
+            let Some(incoming) = &span.incoming else {
+                continue;
+            };
+            if incoming.trace_id != ctx.trace_id || span.start_ns > at_ns {
+                continue;
+            }
+            let candidate = (incoming.parent_id == ctx.parent_id, span.start_ns, *key);
+            if best.is_none_or(|b| (candidate.0, candidate.1) > (b.0, b.1)) {
+                best = Some(candidate);
+            }
+        }
+        best.map(|(_, _, key)| key)
     }
 
     fn on_response(&mut self, conn: &ConnMeta, resp: Response) {

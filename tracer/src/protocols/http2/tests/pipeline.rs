@@ -65,6 +65,7 @@ fn io(socket: SocketId, tid: u32, t: u64, dir: Direction, bytes: &[u8]) -> Captu
         },
         total_len: bytes.len() as u64,
         payload: Bytes::copy_from_slice(bytes),
+        runs: Vec::new(),
         flags: 0,
     })
 }
@@ -84,8 +85,8 @@ fn named<'a>(spans: &'a [Span], pid: u32, name: &str) -> Vec<&'a Span> {
 fn grpc_calls_between_two_traced_processes_form_one_trace() {
     for server_first in [false, true] {
         let mut p = Pipeline::new(StitchConfig::default(), Sampler::default());
-        p.stitcher().add_process(process(1));
-        p.stitcher().add_process(process(2));
+        p.add_process(process(1));
+        p.add_process(process(2));
         let (front, out, back) = (sock(1, 4, 10), sock(1, 5, 11), sock(2, 6, 12));
         let traceparent = format!("traceparent: 00-{TRACE}-{CALLER}-01\r\n");
         p.on_event(open(front, true, "127.0.0.1:8080", "127.0.0.1:50000"));
