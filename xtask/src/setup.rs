@@ -9,13 +9,20 @@ use crate::cmd;
 /// bpf-linker version known to build here against the nightly toolchain's own LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the tests and the demo drive as real peers: (binary, package).
-const DEBIAN_PACKAGES: &[(&str, &str)] = &[("curl", "curl"), ("nginx", "nginx")];
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("curl", "curl"),
+    ("nginx", "nginx"),
+    ("nghttpd", "nghttp2-server"),
+];
+/// Python modules the gRPC tests use: (import name, PyPI package).
+const PYTHON_PACKAGES: &[(&str, &str)] = &[("grpc", "grpcio")];
 
 pub fn run() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     tracefs()?;
     debian_tools()?;
+    python_modules()?;
     Ok(())
 }
 
@@ -136,4 +143,19 @@ fn debian_tools() -> Result<()> {
         cmd::run("apt-get", &args)?;
     }
     Ok(())
+}
+
+fn python_modules() -> Result<()> {
+    let missing: Vec<&str> = PYTHON_PACKAGES
+        .iter()
+        .filter(|(module, _)| cmd::output("python3", &["-c", &format!("import {module}")]).is_none())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Python packages {}", missing.join(" "));
+    let mut args = vec!["-m", "pip", "install", "--quiet"];
+    args.extend(&missing);
+    cmd::run("python3", &args)
 }
