@@ -82,6 +82,7 @@ fn run(args: RunArgs) -> Result<()> {
             ring_bytes: ring_mib << 20,
         },
         stitch: StitchConfig::default(),
+        record_events: args.record_events,
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

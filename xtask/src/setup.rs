@@ -148,7 +148,9 @@ fn debian_tools() -> Result<()> {
 fn python_modules() -> Result<()> {
     let missing: Vec<&str> = PYTHON_PACKAGES
         .iter()
-        .filter(|(module, _)| cmd::output("python3", &["-c", &format!("import {module}")]).is_none())
+        .filter(|(module, _)| {
+            cmd::output("python3", &["-c", &format!("import {module}")]).is_none()
+        })
         .map(|(_, package)| *package)
         .collect();
     if missing.is_empty() {

@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub export: ExportArgs,
     pub capture: CaptureConfig,
     pub stitch: StitchConfig,
+    /// Raw ring records are also written here (`capture::record`).
+    pub record_events: Option<PathBuf>,
 }
 
 /// How often pending spans are flushed and health is checked.
@@ -87,6 +89,11 @@ pub async fn run(options: RunOptions) -> Result<()> {
         control.path().display()
     );
 
+    let mut recorder = options
+        .record_events
+        .as_deref()
+        .map(capture::record::Recorder::create)
+        .transpose()?;
     let mut ring = watch(ring).context("watching the capture ring buffer")?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -99,6 +106,9 @@ pub async fn run(options: RunOptions) -> Result<()> {
                 let events = guard.get_inner_mut();
                 let mut n = 0;
                 while n < BATCH && let Some(record) = events.next() {
+                    if let Some(recorder) = recorder.as_mut() {
+                        recorder.record(&record)?;
+                    }
                     agent.pipeline.on_record(&record);
                     n += 1;
                 }
@@ -124,8 +134,14 @@ pub async fn run(options: RunOptions) -> Result<()> {
     {
         let events = ring.get_mut();
         while let Some(record) = events.next() {
+            if let Some(recorder) = recorder.as_mut() {
+                recorder.record(&record)?;
+            }
             agent.pipeline.on_record(&record);
         }
+    }
+    if let Some(mut recorder) = recorder {
+        recorder.flush()?;
     }
     agent.apply_process_changes();
     drop(ring);

@@ -5,6 +5,7 @@
 pub mod discover;
 pub mod events;
 pub mod loader;
+pub mod record;
 mod tracefs;
 
 use std::path::Path;

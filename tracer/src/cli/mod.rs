@@ -111,6 +111,11 @@ pub struct RunArgs {
     /// Kernel ring buffer size in MiB, a power of two [default: 8]
     #[arg(long, value_name = "MIB", value_parser = parse_ring_mib)]
     pub ring_buffer_mib: Option<u32>,
+
+    /// Also write every raw capture record to FILE (mode 0600), for replay in benchmarks,
+    /// fuzzing and bug reports. It holds request heads as captured: use on test traffic.
+    #[arg(long, value_name = "FILE")]
+    pub record_events: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
