@@ -199,6 +199,44 @@ pub struct DataEvent {
     pub flags: u8,
     /// [`FrameHint`]s that follow the payload (HTTP/2 sockets only).
     pub hint_count: u8,
+    /// Trace ids the kernel decided or inserted in this syscall (traceparent injection).
+    pub ids: TraceIds,
+}
+
+/// Trace ids decided in the kernel when traceparent injection is on, so that the spans the
+/// agent exports carry exactly the ids that went over the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceIds {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// The parent span's id (all zero: none).
+    pub parent_id: [u8; 8],
+    /// W3C trace-flags.
+    pub flags: u8,
+    /// `IDS_*`: what these ids are.
+    pub kind: u8,
+    pub _pad: [u8; 6],
+}
+
+/// No ids in this event.
+pub const IDS_NONE: u8 = 0;
+/// The server span of the request whose head this read carries: continued from the request's
+/// `traceparent` (`parent_id` is its parent-id) or a new trace (`parent_id` all zero).
+pub const IDS_SERVER: u8 = 1;
+/// The client span of the request this write carries: the kernel inserted a `traceparent`
+/// header with these ids (`parent_id` is the thread's server span).
+pub const IDS_CLIENT: u8 = 2;
+
+/// Names of the injection maps and globals.
+pub mod inject_names {
+    pub const GLOBAL_INJECT: &str = "INJECT_TRACEPARENT";
+    /// Traces the kernel starts are sampled when the low 56 bits of their id (big-endian)
+    /// are below this (the agent's root sampler, as a threshold).
+    pub const GLOBAL_SAMPLE_BELOW: &str = "INJECT_SAMPLE_BELOW";
+    pub const SOCKETS: &str = "INJECT_SOCKETS";
+    pub const FRAMING: &str = "INJECT_FRAMING";
+    pub const THREAD_CONTEXT: &str = "THREAD_CONTEXT";
 }
 
 /// An HTTP/2 frame that starts past the captured prefix of a syscall, found by the kernel
@@ -308,6 +346,8 @@ pub const SOCK_FLAG_PREEXISTING: u32 = 1;
 pub const SOCK_FLAG_LOST: u32 = 2;
 /// The kernel saw the HTTP/2 preface on this socket and walks its frame headers.
 pub const SOCK_FLAG_HTTP2: u32 = 4;
+/// The socket came from accept(): the traced process is its server.
+pub const SOCK_FLAG_ACCEPTED: u32 = 8;
 
 /// Value of the `ENABLED_PROCESSES` map (key: tgid).
 #[repr(C)]
@@ -349,10 +389,20 @@ pub enum Counter {
     /// HTTP/2 sockets whose frame walk stopped (too many frames in one syscall, a header cut
     /// at a syscall's end, or the walk map full); the agent resynchronises them by itself.
     FrameWalkLost = 10,
+    /// traceparent headers inserted into outgoing HTTP/1 requests.
+    Injected = 11,
+    /// Outgoing requests left untouched because they carried a traceparent already.
+    InjectAlreadyPresent = 12,
+    /// Connections on which injection stopped: framing the kernel cannot follow (chunked or
+    /// pipelined requests, a head split across writes or longer than it looks at).
+    InjectStopped = 13,
+    /// Outgoing requests left without a traceparent because their thread had several
+    /// requests in flight at once (an event loop): which one a call belongs to is unknown.
+    InjectAmbiguous = 14,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 15;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Self::DataEvents,
         Self::ControlEvents,
@@ -365,6 +415,10 @@ impl Counter {
         Self::MmsgLimit,
         Self::ProcessMapFull,
         Self::FrameWalkLost,
+        Self::Injected,
+        Self::InjectAlreadyPresent,
+        Self::InjectStopped,
+        Self::InjectAmbiguous,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -380,6 +434,10 @@ impl Counter {
             Self::MmsgLimit => "mmsg_limit",
             Self::ProcessMapFull => "process_map_full",
             Self::FrameWalkLost => "frame_walk_lost",
+            Self::Injected => "injected",
+            Self::InjectAlreadyPresent => "inject_already_present",
+            Self::InjectStopped => "inject_stopped",
+            Self::InjectAmbiguous => "inject_ambiguous",
         }
     }
 
@@ -398,7 +456,8 @@ impl Counter {
 
 // The kernel and the agent must agree on these layouts byte for byte.
 const _: () = assert!(size_of::<EventHeader>() == 32);
-const _: () = assert!(size_of::<DataEvent>() == 56);
+const _: () = assert!(size_of::<DataEvent>() == 96);
+const _: () = assert!(size_of::<TraceIds>() == 40);
 const _: () = assert!(size_of::<ConnEvent>() == 104);
 const _: () = assert!(size_of::<SockKey>() == 8);
 const _: () = assert!(size_of::<SockInfo>() == 16);

@@ -9,14 +9,14 @@ use core::{ffi::c_void, mem::size_of};
 use tracer_common::{
     Counter, DATA_FLAG_IOVEC_LIMIT, DATA_FLAG_LOST_BEFORE, DATA_FLAG_READ_FAULT, DataEvent,
     EventHeader, EventKind, FrameHint, MAX_CAPTURE_BYTES, MAX_FRAME_HINTS, MAX_IOVECS, MAX_MMSG,
-    SOCK_FLAG_HTTP2, SOCK_FLAG_LOST, SockKey, Syscall,
+    SOCK_FLAG_ACCEPTED, SOCK_FLAG_HTTP2, SOCK_FLAG_LOST, SockKey, Syscall, TraceIds,
 };
 
-use crate::http2;
 use crate::maps::{
     EVENTS, IN_FLIGHT, InFlight, Layout, SCRATCH, SOCKETS, Scratch, capture_bytes, count,
     is_enabled,
 };
+use crate::{http2, inject};
 
 const MSG_PEEK: u64 = 2;
 const MAX: u64 = MAX_CAPTURE_BYTES as u64;
@@ -75,6 +75,8 @@ pub fn enter(ctx: &TracePointContext, syscall: Syscall, layout: Layout, flags_ar
         layout,
         lost: (sock_flags & SOCK_FLAG_LOST != 0) as u8,
         http2: (sock_flags & SOCK_FLAG_HTTP2 != 0) as u8,
+        accepted: (sock_flags & SOCK_FLAG_ACCEPTED != 0) as u8,
+        _pad: [0; 7],
     };
     if IN_FLIGHT.insert(id, call, 0).is_err() {
         count(Counter::ArgsMapFull);
@@ -236,6 +238,7 @@ fn emit(
         direction,
         flags,
         hint_count: 0,
+        ids: TraceIds::default(),
     };
     // HTTP/2 sockets (or a first syscall that may be the preface): walk the frames.
     if walk && (call.http2 != 0 || (captured >= 24 && scratch.payload[0] == b'P')) {
@@ -258,6 +261,14 @@ fn emit(
             captured,
             source,
         );
+        // Not the preface after all (or no step program): an HTTP/1 or unknown event.
+    }
+    if inject::enabled() {
+        scratch.accepted = call.accepted as u64;
+        unsafe {
+            let _ = http2::TAIL_CALLS.tail_call(ctx, http2::INJECT_EXIT);
+        }
+        // The injection program is not installed: the event goes out without ids.
     }
     output(scratch);
 }

@@ -47,9 +47,13 @@ const _: () = assert!(size_of::<FrameWalk>() == 24);
 #[map(name = "FRAME_WALKS")]
 pub static FRAME_WALKS: HashMap<SockKey, FrameWalk> = HashMap::with_max_entries(16384, 0);
 
-/// Slot 0: `h2_frame_step`, put there by the agent's loader.
-#[map(name = "FRAME_STEPS")]
-pub static FRAME_STEPS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+/// Programs reached by tail call, put there by the agent's loader.
+#[map(name = "TAIL_CALLS")]
+pub static TAIL_CALLS: ProgramArray = ProgramArray::with_max_entries(2, 0);
+/// `TAIL_CALLS` slot of `h2_frame_step`.
+pub const FRAME_STEP: u32 = 0;
+/// `TAIL_CALLS` slot of `inject_syscall_exit` (traceparent injection).
+pub const INJECT_EXIT: u32 = 1;
 
 /// The walk of the current syscall, carried from one step to the next in the per-CPU scratch.
 #[repr(C)]
@@ -143,7 +147,7 @@ pub fn start(
         return;
     }
     unsafe {
-        let _ = FRAME_STEPS.tail_call(ctx, 0);
+        let _ = TAIL_CALLS.tail_call(ctx, FRAME_STEP);
     }
     // The step program is not installed: no hints for this syscall.
 }
@@ -219,7 +223,7 @@ pub fn step(ctx: &TracePointContext) {
     if off + HEADER <= w.total {
         if w.steps + 1 < MAX_WALK {
             unsafe {
-                let _ = FRAME_STEPS.tail_call(ctx, 0);
+                let _ = TAIL_CALLS.tail_call(ctx, FRAME_STEP);
             }
         }
         // Too many frames in one syscall (or the chain is over): lost from here.

@@ -20,6 +20,9 @@ pub enum Attach {
     CgroupSockOps,
     /// Not attached: reached by tail call through slot `index` of program array `map`.
     TailCall { map: &'static str, index: u32 },
+    /// An `sk_msg` program on the sockets of sockhash `map`. Only loaded with traceparent
+    /// injection on: it sits in the data path of those sockets.
+    SkMsg { map: &'static str },
 }
 
 /// One kernel program and its attach point.
@@ -49,8 +52,22 @@ pub const CAPTURE_PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
         program: "h2_frame_step",
         attach: Attach::TailCall {
-            map: "FRAME_STEPS",
+            map: "TAIL_CALLS",
             index: 0,
+        },
+    },
+    ProgramSpec {
+        program: "inject_syscall_exit",
+        attach: Attach::TailCall {
+            map: "TAIL_CALLS",
+            index: 1,
+        },
+    },
+    // Only with traceparent injection on (the loader skips it otherwise).
+    ProgramSpec {
+        program: "inject_traceparent",
+        attach: Attach::SkMsg {
+            map: "INJECT_SOCKETS",
         },
     },
     // Hands connect() the local address the kernel picked (see sockets::record_connect).

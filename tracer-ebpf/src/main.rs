@@ -5,14 +5,16 @@
 
 mod data;
 mod http2;
+mod inject;
+mod loops;
 mod maps;
 mod process;
 mod sockets;
 
 use aya_ebpf::{
-    bindings::BPF_SOCK_OPS_TCP_CONNECT_CB,
-    macros::{sock_ops, tracepoint},
-    programs::{SockOpsContext, TracePointContext},
+    bindings::{BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_TCP_CONNECT_CB, sk_action},
+    macros::{sk_msg, sock_ops, tracepoint},
+    programs::{SkMsgContext, SockOpsContext, TracePointContext},
 };
 use maps::Layout;
 use tracer_common::Syscall;
@@ -161,13 +163,37 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
 /// Named apart from its section ("sockops"): the two may not share a name.
 #[sock_ops]
 pub fn tcp_connect_addresses(ctx: SockOpsContext) -> u32 {
-    if ctx.op() == BPF_SOCK_OPS_TCP_CONNECT_CB {
-        sockets::record_connect(&ctx);
+    match ctx.op() {
+        BPF_SOCK_OPS_TCP_CONNECT_CB => {
+            sockets::record_connect(&ctx);
+            if inject::enabled() {
+                inject::register_connecting(&ctx);
+            }
+        }
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB if inject::enabled() => {
+            inject::register_established(&ctx);
+        }
+        _ => {}
     }
     1
 }
 
-/// Not attached: reached by tail call (slot 0 of FRAME_STEPS), one HTTP/2 frame per run.
+/// Not attached: reached by tail call (TAIL_CALLS slot 1) at the exit of every data syscall
+/// on a traced socket, with traceparent injection on.
+#[tracepoint]
+pub fn inject_syscall_exit(_ctx: TracePointContext) -> u32 {
+    inject::exit::on_syscall_exit();
+    0
+}
+
+/// traceparent injection into outgoing HTTP/1 requests (loaded only when it is on).
+#[sk_msg]
+pub fn inject_traceparent(ctx: SkMsgContext) -> u32 {
+    inject::client::on_message(&ctx);
+    sk_action::SK_PASS
+}
+
+/// Not attached: reached by tail call (TAIL_CALLS slot 0), one HTTP/2 frame per run.
 #[tracepoint]
 pub fn h2_frame_step(ctx: TracePointContext) -> u32 {
     http2::step(&ctx);

@@ -95,6 +95,9 @@ pub struct Scratch {
     pub iovec_count: u64,
     /// The HTTP/2 frame walk in progress, from one tail call to the next.
     pub walk: crate::http2::WalkState,
+    /// Non-zero: the syscall whose event is in `event` was on an accepted socket (handed to
+    /// the traceparent injection's tail call).
+    pub accepted: u64,
 }
 
 /// The addresses of the last TCP connect on this CPU, written by the sock_ops program inside
@@ -153,6 +156,9 @@ pub struct InFlight {
     pub lost: u8,
     /// The socket speaks HTTP/2 (`SOCK_FLAG_HTTP2`): its frames are walked.
     pub http2: u8,
+    /// The socket came from accept() (`SOCK_FLAG_ACCEPTED`): the process is its server.
+    pub accepted: u8,
+    pub _pad: [u8; 7],
 }
 
 #[inline(always)]

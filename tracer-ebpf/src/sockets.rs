@@ -9,7 +9,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use core::ffi::c_void;
 use tracer_common::{
-    ConnEvent, Counter, EventHeader, EventKind, SOCK_FLAG_HTTP2, SOCKADDR_BYTES, SockInfo, SockKey,
+    ConnEvent, Counter, EventHeader, EventKind, SOCK_FLAG_ACCEPTED, SOCK_FLAG_HTTP2,
+    SOCKADDR_BYTES, SockInfo, SockKey,
 };
 
 use crate::{
@@ -37,9 +38,17 @@ pub fn enter(ctx: &TracePointContext, layout: Layout) {
         layout,
         lost: 0,
         http2: 0,
+        accepted: 0,
+        _pad: [0; 7],
     };
     if IN_FLIGHT.insert(id, call, 0).is_err() {
         count(Counter::ArgsMapFull);
+    }
+    if layout == Layout::Connect && crate::inject::enabled() {
+        crate::inject::note_connect(SockKey {
+            tgid: (id >> 32) as u32,
+            fd: call.fd,
+        });
     }
 }
 
@@ -66,6 +75,8 @@ pub fn exit(ctx: &TracePointContext, layout: Layout) {
             layout,
             lost: 0,
             http2: 0,
+            accepted: 0,
+            _pad: [0; 7],
         },
         None => return,
     };
@@ -89,7 +100,11 @@ pub fn exit(ctx: &TracePointContext, layout: Layout) {
     let now = unsafe { bpf_ktime_get_ns() };
     let info = SockInfo {
         conn_gen: now,
-        flags: 0,
+        flags: if kind == EventKind::Accept {
+            SOCK_FLAG_ACCEPTED
+        } else {
+            0
+        },
         _pad: 0,
     };
     if SOCKETS.insert(SockKey { tgid, fd }, info, 0).is_err() {

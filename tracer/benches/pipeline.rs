@@ -76,6 +76,7 @@ fn data(fd: i32, ts: u64, direction: Direction, payload: &[u8]) -> Vec<u8> {
         direction: direction as u8,
         flags: 0,
         hint_count: 0,
+        ids: Default::default(),
     })
     .to_vec();
     out.extend_from_slice(payload);

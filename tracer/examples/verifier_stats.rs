@@ -7,7 +7,11 @@ use aya::{Ebpf, EbpfLoader, programs::Program};
 
 fn main() -> anyhow::Result<()> {
     let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
-    let mut ebpf: Ebpf = EbpfLoader::new().load(object)?;
+    // Injection on: its code paths are verified too (off, the verifier prunes them).
+    let inject = u32::from(std::env::var_os("INJECT_OFF").is_none());
+    let mut ebpf: Ebpf = EbpfLoader::new()
+        .override_global(tracer_common::inject_names::GLOBAL_INJECT, &inject, true)
+        .load(object)?;
     let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
     let mut rows = Vec::new();
     for name in names {
@@ -16,6 +20,7 @@ fn main() -> anyhow::Result<()> {
             Program::TracePoint(p) => p.load(),
             // (a tail-call target is a tracepoint program too)
             Program::SockOps(p) => p.load(),
+            Program::SkMsg(p) => p.load(),
             _ => continue,
         };
         match loaded {
@@ -32,6 +37,11 @@ fn main() -> anyhow::Result<()> {
                     .trim()
                     .to_string();
                 println!("{name}: REFUSED: {stats}");
+                if std::env::var_os("VERBOSE").is_some() {
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = lines.len().saturating_sub(40);
+                    println!("{}", lines[tail..].join("\n"));
+                }
             }
         }
     }

@@ -6,6 +6,7 @@
 //! control_socket = "/run/tracer/tracer.sock"
 //! capture_bytes = 4096
 //! ring_buffer_mib = 8
+//! inject_traceparent = false
 //!
 //! [export]
 //! otlp_endpoint = "http://collector:4318"
@@ -33,6 +34,7 @@ pub struct Config {
     pub control_socket: Option<PathBuf>,
     pub capture_bytes: Option<u32>,
     pub ring_buffer_mib: Option<u32>,
+    pub inject_traceparent: Option<bool>,
     #[serde(default)]
     pub export: ExportSection,
     #[serde(default, rename = "select")]

@@ -76,6 +76,23 @@ impl Sampler {
     }
 }
 
+impl Sampler {
+    /// The decision for traces that start here, as a threshold on the low 56 bits of the trace
+    /// id (`by_ratio`), for the kernel to set the sampled flag of the traces it starts.
+    pub fn root_threshold(&self) -> u64 {
+        let ratio = match self {
+            Sampler::AlwaysOn | Sampler::ParentBased(RootSampler::AlwaysOn) => return u64::MAX,
+            Sampler::AlwaysOff | Sampler::ParentBased(RootSampler::AlwaysOff) => return 0,
+            Sampler::TraceIdRatio(r) | Sampler::ParentBased(RootSampler::TraceIdRatio(r)) => *r,
+        };
+        if ratio >= 1.0 {
+            return u64::MAX;
+        }
+        // value < ratio * 2^56  <=>  value < ceil(ratio * 2^56) for integer values.
+        (ratio * (1u64 << 56) as f64).ceil() as u64
+    }
+}
+
 /// The W3C/OTel convention: compare the trace id's low 56 bits (random in W3C level 2
 /// trace ids) with the ratio.
 fn by_ratio(trace_id: &[u8; 16], ratio: f64) -> bool {
@@ -122,6 +139,20 @@ mod tests {
         }
         assert!((2_700..3_300).contains(&kept), "kept {kept}");
         assert!(by_ratio(&[0xff; 16], 1.0));
+        // The kernel's threshold decides exactly as the sampler does.
+        for ratio in [0.0, 0.3, 0.5, 1.0] {
+            let threshold = Sampler::TraceIdRatio(ratio).root_threshold();
+            for i in 0u64..2_000 {
+                let low = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 8;
+                let mut id = [0u8; 16];
+                id[9..].copy_from_slice(&low.to_be_bytes()[1..]);
+                assert_eq!(
+                    low < threshold,
+                    by_ratio(&id, ratio),
+                    "ratio {ratio} id {low:x}"
+                );
+            }
+        }
         assert!(!by_ratio(&[0; 16], 0.0));
     }
 }

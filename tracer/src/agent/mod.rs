@@ -63,7 +63,17 @@ pub async fn run(options: RunOptions) -> Result<()> {
     }
     let mut control = ControlSocket::bind(&options.control_socket)?;
 
-    let (capture, ring) = Capture::load(options.capture)?;
+    let capture_config = CaptureConfig {
+        sample_below: sampler.root_threshold(),
+        ..options.capture
+    };
+    let (capture, ring) = Capture::load(capture_config)?;
+    if capture_config.inject_traceparent {
+        tracing::info!(
+            "traceparent injection on: outgoing HTTP/1 requests of traced processes get a \
+             traceparent header while they serve a request"
+        );
+    }
     let mut capture = capture;
     if let Some(logger) = capture.take_logger() {
         tokio::spawn(forward_kernel_logs(logger));

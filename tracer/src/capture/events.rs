@@ -10,7 +10,8 @@ use std::{
 use bytes::Bytes;
 use tracer_common::{
     ConnEvent, DataEvent, Direction, EventHeader, EventKind, FRAME_HINT_PAYLOAD, FrameHint,
-    PROC_FLAG_EXE_MATCH, PROC_FLAG_TRACED, ProcessEvent, SOCKADDR_BYTES, Syscall,
+    IDS_NONE, PROC_FLAG_EXE_MATCH, PROC_FLAG_TRACED, ProcessEvent, SOCKADDR_BYTES, Syscall,
+    TraceIds,
 };
 
 /// A socket of a traced process: the fd plus the generation that tells fd reuse apart.
@@ -38,6 +39,8 @@ pub struct DataRecord {
     pub runs: Vec<(u64, Bytes)>,
     /// `tracer_common::DATA_FLAG_*`.
     pub flags: u8,
+    /// Trace ids the kernel decided or inserted in this syscall (traceparent injection).
+    pub ids: Option<TraceIds>,
 }
 
 /// A socket appeared through connect (the process is the client) or accept (the server).
@@ -138,6 +141,7 @@ pub fn decode(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
                 payload: Bytes::copy_from_slice(&payload[..captured]),
                 runs,
                 flags: data.flags,
+                ids: (data.ids.kind != IDS_NONE).then_some(data.ids),
             }))
         }
         Some(kind @ (EventKind::Connect | EventKind::Accept)) => {
@@ -244,6 +248,7 @@ mod tests {
             direction: Direction::Ingress as u8,
             flags: 0,
             hint_count: 0,
+            ids: TraceIds::default(),
         };
         let mut raw = bytes_of(&ev);
         raw.extend_from_slice(b"GET");
@@ -281,6 +286,7 @@ mod tests {
             direction: 0,
             flags: 0,
             hint_count: 0,
+            ids: TraceIds::default(),
         };
         assert_eq!(
             decode(&bytes_of(&ev)).unwrap_err(),
@@ -299,6 +305,7 @@ mod tests {
             direction: 0,
             flags: 0,
             hint_count: 0,
+            ids: TraceIds::default(),
         };
         let mut raw = bytes_of(&ev);
         raw.extend_from_slice(b"ab");

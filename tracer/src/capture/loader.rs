@@ -9,10 +9,10 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{CgroupAttachMode, SockOps, TracePoint},
+    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf, SockHash},
+    programs::{CgroupAttachMode, SkMsg, SockOps, TracePoint},
 };
-use tracer_common::{Comm, Counter, ProcessInfo, SockInfo, SockKey, names};
+use tracer_common::{Comm, Counter, ProcessInfo, SockInfo, SockKey, inject_names, names};
 
 use super::tracefs;
 use tracer_ebpf::{Attach, CAPTURE_PROGRAMS};
@@ -28,6 +28,12 @@ pub struct CaptureConfig {
     pub capture_bytes: u32,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
+    /// Insert `traceparent` into outgoing HTTP/1 requests of traced processes (loads the
+    /// `sk_msg` program; off: nothing of injection runs).
+    pub inject_traceparent: bool,
+    /// Traces the kernel starts (injection) are sampled when the low 56 bits of their id are
+    /// below this: the agent's root sampler (`Sampler::root_threshold`).
+    pub sample_below: u64,
 }
 
 /// The loaded, attached capture programs and the maps the agent controls.
@@ -40,6 +46,8 @@ pub struct Capture {
     /// HTTP/2 frame-walk state per socket (values opaque here: only freed).
     frame_walks: HashMap<MapData, SockKey, [u64; 3]>,
     sockets: HashMap<MapData, SockKey, SockInfo>,
+    /// Client sockets the injection program sees (present with injection on).
+    inject_sockets: Option<SockHash<MapData, SockKey>>,
     counters: PerCpuArray<MapData, u64>,
     /// Kernel log records (aya-log), drained by the agent.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -52,10 +60,17 @@ impl Capture {
         let agent = std::process::id();
         let fork_child = tracefs::field_offset("sched", "sched_process_fork", "child_pid")
             .context("reading the sched_process_fork tracepoint format")?;
+        let inject = u32::from(config.inject_traceparent);
         let mut ebpf = EbpfLoader::new()
             .override_global(names::GLOBAL_CAPTURE_BYTES, &config.capture_bytes, true)
             .override_global(names::GLOBAL_AGENT_TGID, &agent, true)
             .override_global(names::GLOBAL_FORK_CHILD_PID_OFFSET, &fork_child, true)
+            .override_global(inject_names::GLOBAL_INJECT, &inject, true)
+            .override_global(
+                inject_names::GLOBAL_SAMPLE_BELOW,
+                &config.sample_below,
+                true,
+            )
             .map_max_entries(names::EVENTS, config.ring_bytes)
             .load(OBJECT)
             .context("loading the capture object into the kernel")?;
@@ -68,7 +83,16 @@ impl Capture {
         };
         check_declarations(&ebpf)?;
         for spec in CAPTURE_PROGRAMS {
-            attach(&mut ebpf, spec.program, spec.attach)?;
+            if matches!(spec.attach, Attach::SkMsg { .. }) && !config.inject_traceparent {
+                continue;
+            }
+            let attached = attach(&mut ebpf, spec.program, spec.attach)?;
+            if !attached && config.inject_traceparent {
+                bail!(
+                    "--inject-traceparent needs {} attached to the cgroup v2 root (see above)",
+                    spec.program
+                );
+            }
         }
         let take = |ebpf: &mut Ebpf, name: &str| {
             ebpf.take_map(name)
@@ -81,6 +105,11 @@ impl Capture {
         let frame_walks = HashMap::try_from(take(&mut ebpf, names::FRAME_WALKS)?)?;
         let sockets = HashMap::try_from(take(&mut ebpf, names::SOCKETS)?)?;
         let counters = PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)?;
+        let inject_sockets = if config.inject_traceparent {
+            Some(SockHash::try_from(take(&mut ebpf, inject_names::SOCKETS)?)?)
+        } else {
+            None
+        };
         Ok((
             Self {
                 _ebpf: ebpf,
@@ -89,6 +118,7 @@ impl Capture {
                 watch,
                 frame_walks,
                 sockets,
+                inject_sockets,
                 counters,
                 logger,
             },
@@ -147,6 +177,18 @@ impl Capture {
             let _ = self.sockets.remove(key);
             let _ = self.frame_walks.remove(key);
         }
+        // Its client sockets leave the injection program's sight (a closed socket leaves the
+        // sockhash by itself; a disabled process's open ones must be taken out).
+        if let Some(inject_sockets) = self.inject_sockets.as_mut() {
+            let keys: Vec<SockKey> = inject_sockets
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.tgid == tgid)
+                .collect();
+            for key in &keys {
+                let _ = inject_sockets.remove(key);
+            }
+        }
         keys.len()
     }
 
@@ -199,8 +241,9 @@ impl Capture {
     }
 }
 
-/// Loads one declared program and attaches it where its declaration says.
-fn attach(ebpf: &mut Ebpf, name: &str, attach: Attach) -> Result<()> {
+/// Loads one declared program and attaches it where its declaration says. False: an optional
+/// attachment the host does not allow (logged).
+fn attach(ebpf: &mut Ebpf, name: &str, attach: Attach) -> Result<bool> {
     let program = ebpf
         .program_mut(name)
         .ok_or_else(|| anyhow!("program {name} missing from the object"))?;
@@ -244,7 +287,7 @@ fn attach(ebpf: &mut Ebpf, name: &str, attach: Attach) -> Result<()> {
             // Optional: without it, client sockets' local addresses come from /proc only.
             let Some(root) = cgroup2_root() else {
                 tracing::warn!("no cgroup v2 hierarchy mounted: {name} not attached");
-                return Ok(());
+                return Ok(false);
             };
             let attached = std::fs::File::open(&root)
                 .map_err(anyhow::Error::from)
@@ -256,10 +299,31 @@ fn attach(ebpf: &mut Ebpf, name: &str, attach: Attach) -> Result<()> {
                 });
             if let Err(e) = attached {
                 tracing::warn!("{name} not attached to {}: {e:#}", root.display());
+                return Ok(false);
             }
         }
+        Attach::SkMsg { map } => {
+            let program: &mut SkMsg = program
+                .try_into()
+                .with_context(|| format!("program {name} is not an sk_msg program"))?;
+            program
+                .load()
+                .with_context(|| format!("the kernel refused program {name}"))?;
+            let sockets = ebpf
+                .map(map)
+                .ok_or_else(|| anyhow!("map {map} missing from the object"))?;
+            let sockets: SockHash<&MapData, SockKey> = SockHash::try_from(sockets)?;
+            let fd = sockets.fd().try_clone()?;
+            let program: &mut SkMsg = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing"))?
+                .try_into()?;
+            program
+                .attach(&fd)
+                .with_context(|| format!("attaching {name} to {map}"))?;
+        }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on

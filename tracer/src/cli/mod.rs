@@ -116,6 +116,12 @@ pub struct RunArgs {
     /// fuzzing and bug reports. It holds request heads as captured: use on test traffic.
     #[arg(long, value_name = "FILE")]
     pub record_events: Option<PathBuf>,
+
+    /// Insert a W3C `traceparent` header into the outgoing HTTP/1 requests traced processes
+    /// make while serving a request, so untraced services downstream join the trace. Changes
+    /// bytes on the wire; off by default (see README: traceparent injection).
+    #[arg(long)]
+    pub inject_traceparent: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -295,6 +295,7 @@ impl Connections {
             enter_ns: data.enter_ns,
             exit_ns: data.exit_ns,
             tid: data.tid,
+            ids: data.ids,
         };
         if data.flags & DATA_FLAG_LOST_BEFORE != 0 {
             // A hole of unknown size: whatever was in progress can no longer be trusted.
@@ -368,6 +369,7 @@ fn at(ts_ns: u64) -> SegTime {
         enter_ns: ts_ns,
         exit_ns: ts_ns,
         tid: 0,
+        ids: None,
     }
 }
 

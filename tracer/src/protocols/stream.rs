@@ -8,8 +8,10 @@
 use std::collections::VecDeque;
 
 use bytes::{Buf, BytesMut};
+use tracer_common::TraceIds;
 
-/// When, and by which thread, one syscall moved its bytes.
+/// When, and by which thread, one syscall moved its bytes; and the trace ids the kernel
+/// decided in it (traceparent injection), which the request it starts must carry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SegTime {
     /// CLOCK_MONOTONIC ns at syscall entry.
@@ -17,6 +19,7 @@ pub struct SegTime {
     /// CLOCK_MONOTONIC ns at syscall exit.
     pub exit_ns: u64,
     pub tid: u32,
+    pub ids: Option<TraceIds>,
 }
 
 /// The bytes of one syscall: `captured` bytes held in the buffer, then `gap` bytes not captured.
@@ -220,6 +223,7 @@ mod tests {
             enter_ns: n,
             exit_ns: n + 1,
             tid: 7,
+            ids: None,
         }
     }
 

@@ -278,6 +278,7 @@ mod tests {
             enter_ns: n,
             exit_ns: n + 1,
             tid: 1,
+            ids: None,
         }
     }
 

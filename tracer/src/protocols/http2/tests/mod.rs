@@ -23,6 +23,7 @@ fn t(n: u64) -> SegTime {
         enter_ns: n * 1_000,
         exit_ns: n * 1_000 + 10,
         tid: 42,
+        ids: None,
     }
 }
 

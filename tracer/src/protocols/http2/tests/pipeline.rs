@@ -67,6 +67,7 @@ fn io(socket: SocketId, tid: u32, t: u64, dir: Direction, bytes: &[u8]) -> Captu
         payload: Bytes::copy_from_slice(bytes),
         runs: Vec::new(),
         flags: 0,
+        ids: None,
     })
 }
 

@@ -206,6 +206,7 @@ fn time(write: usize, part: usize) -> SegTime {
         enter_ns: ns,
         exit_ns: ns,
         tid: 1,
+        ids: None,
     }
 }
 
