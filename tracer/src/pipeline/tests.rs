@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use tracer_common::{DATA_FLAG_LOST_BEFORE, Direction, Syscall};
+use tracer_common::{DATA_FLAG_LOST_BEFORE, Direction, IDS_CLIENT, IDS_SERVER, Syscall, TraceIds};
 
 use super::{Pipeline, ProcessChange};
 use crate::{
@@ -75,6 +75,7 @@ fn data(socket: SocketId, tid: u32, t: u64, dir: Direction, bytes: &[u8]) -> Cap
         payload: Bytes::copy_from_slice(bytes),
         runs: Vec::new(),
         flags: 0,
+        ids: None,
     })
 }
 
@@ -424,4 +425,94 @@ fn a_call_from_another_thread_that_carries_the_served_context_is_its_child() {
             assert_ne!(c.trace_id, s.trace_id);
         }
     }
+}
+
+fn with_ids(mut event: CaptureEvent, ids: TraceIds) -> CaptureEvent {
+    if let CaptureEvent::Data(record) = &mut event {
+        record.ids = Some(ids);
+    }
+    event
+}
+
+fn kernel_ids(kind: u8, trace: [u8; 16], span: [u8; 8], parent: [u8; 8]) -> TraceIds {
+    TraceIds {
+        trace_id: trace,
+        span_id: span,
+        parent_id: parent,
+        flags: 1,
+        kind,
+        _pad: [0; 6],
+    }
+}
+
+/// With traceparent injection, the kernel decided the server span's ids as it read the
+/// request and the client span's as it inserted the header: the spans carry exactly those.
+#[test]
+fn kernel_decided_ids_are_the_exported_ids() {
+    let mut p = pipeline(&[1]);
+    let (server, client) = (sock(1, 4, 10), sock(1, 5, 11));
+    let trace = [0xab; 16];
+    let (server_span, client_span) = ([1; 8], [2; 8]);
+    p.on_event(open(server, true, "127.0.0.1:8080", "127.0.0.1:50000"));
+    p.on_event(with_ids(
+        data(server, 7, 100, Direction::Ingress, &request("/a", "")),
+        kernel_ids(IDS_SERVER, trace, server_span, [0; 8]),
+    ));
+    p.on_event(open(client, false, "127.0.0.1:40000", "127.0.0.1:9090"));
+    p.on_event(with_ids(
+        data(client, 7, 200, Direction::Egress, &request("/b", "")),
+        kernel_ids(IDS_CLIENT, trace, client_span, server_span),
+    ));
+    p.on_event(data(client, 7, 300, Direction::Ingress, &response(200)));
+    p.on_event(data(server, 7, 400, Direction::Egress, &response(200)));
+    let spans = p.ready_spans(true);
+    let (s, c) = (by_path(&spans, 1, "/a"), by_path(&spans, 1, "/b"));
+    assert_eq!(
+        (s.trace_id, s.span_id, s.parent_span_id),
+        (trace, server_span, None)
+    );
+    assert_eq!(
+        (c.trace_id, c.span_id, c.parent_span_id),
+        (trace, client_span, Some(server_span))
+    );
+}
+
+/// A server span the kernel continued from an incoming header keeps that caller as parent;
+/// an injected call whose server span is gone still names it (from the ids alone).
+#[test]
+fn kernel_ids_continue_the_caller_and_survive_a_missing_parent() {
+    let mut p = pipeline(&[1]);
+    let (server, client) = (sock(1, 4, 10), sock(1, 5, 11));
+    let trace: [u8; 16] = (0..16).collect::<Vec<u8>>().try_into().unwrap();
+    let caller = [9; 8];
+    let traceparent = format!("traceparent: 00-{}-{}-01\r\n", hex(&trace), hex(&caller));
+    p.on_event(open(server, true, "127.0.0.1:8080", "127.0.0.1:50000"));
+    p.on_event(with_ids(
+        data(
+            server,
+            7,
+            100,
+            Direction::Ingress,
+            &request("/a", &traceparent),
+        ),
+        kernel_ids(IDS_SERVER, trace, [1; 8], caller),
+    ));
+    p.on_event(data(server, 7, 150, Direction::Egress, &response(200)));
+    p.on_event(open(client, false, "127.0.0.1:40000", "127.0.0.1:9090"));
+    // A call on behalf of a server span the agent never saw.
+    p.on_event(with_ids(
+        data(client, 8, 200, Direction::Egress, &request("/b", "")),
+        kernel_ids(IDS_CLIENT, [7; 16], [2; 8], [3; 8]),
+    ));
+    p.on_event(data(client, 8, 300, Direction::Ingress, &response(200)));
+    let spans = p.ready_spans(true);
+    let (s, c) = (by_path(&spans, 1, "/a"), by_path(&spans, 1, "/b"));
+    assert_eq!(
+        (s.trace_id, s.span_id, s.parent_span_id),
+        (trace, [1; 8], Some(caller))
+    );
+    assert_eq!(
+        (c.trace_id, c.span_id, c.parent_span_id),
+        ([7; 16], [2; 8], Some([3; 8]))
+    );
 }

@@ -7,6 +7,10 @@
 //! - when both ends of a connection are traced on this host, the server span's parent is the
 //!   client span on the other end (`peers`), whatever header the request carried.
 //!
+//! With traceparent injection on, the kernel decides the ids of server spans (as it reads a
+//! request) and of the client spans whose requests it inserted a header into; those ids went
+//! over the wire, so the spans take them as they are (`kernel_ids`).
+//!
 //! Decisions can arrive late (the two ends' events race), so parents are kept as references
 //! and a span's trace id is resolved only when it is exported: once it has ended and a settle
 //! window has passed since it (and its ancestors) started.
@@ -16,6 +20,7 @@ mod peers;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use rand::Rng;
+use tracer_common::{IDS_CLIENT, IDS_SERVER, TraceIds};
 
 use crate::{
     capture::SocketId,
@@ -72,6 +77,8 @@ pub struct StitchStats {
     pub discarded: u64,
     /// Spans exported without their process's identity (it was never registered).
     pub unknown_process: u64,
+    /// Spans whose ids the kernel decided (traceparent injection).
+    pub kernel_ids: u64,
 }
 
 enum Parent {
@@ -134,6 +141,8 @@ pub struct Stitcher {
     in_flight: HashMap<(u32, u32), Vec<SpanKey>>,
     peers: Peers,
     settled: HashMap<SpanKey, Settled>,
+    /// Spans with kernel-decided ids, by span id: the parents injected client spans name.
+    by_kernel_id: HashMap<SpanId, SpanKey>,
     processes: HashMap<u32, Arc<ProcessMeta>>,
     /// Identities of processes gone, until their last spans are out: pid -> (meta, until).
     retired: HashMap<u32, (Arc<ProcessMeta>, u64)>,
@@ -151,6 +160,7 @@ impl Stitcher {
             in_flight: HashMap::new(),
             peers: Peers::default(),
             settled: HashMap::new(),
+            by_kernel_id: HashMap::new(),
             processes: HashMap::new(),
             retired: HashMap::new(),
             stats: StitchStats::default(),
@@ -242,6 +252,13 @@ impl Stitcher {
             return;
         }
         let thread = (tgid, req.first.tid);
+        let kernel_ids = req.first.ids.filter(|ids| {
+            ids.kind
+                == match role {
+                    Role::Server => IDS_SERVER,
+                    Role::Client => IDS_CLIENT,
+                }
+        });
         tracing::trace!(
             "request {} on pid {tgid} fd {} ({role:?}, local {:?}, peer {:?})",
             req.name,
@@ -252,12 +269,20 @@ impl Stitcher {
         let (start_ns, parent) = match role {
             Role::Server => (
                 req.first.exit_ns,
-                self.server_parent(conn, &req, key, now_ns),
+                self.server_parent(conn, &req, key, kernel_ids.as_ref(), now_ns),
             ),
             Role::Client => (
                 req.first.enter_ns,
-                self.client_parent(conn, &req, key, thread, now_ns),
+                self.client_parent(conn, &req, key, thread, kernel_ids.as_ref(), now_ns),
             ),
+        };
+        let (span_id, own_trace_id) = match &kernel_ids {
+            Some(ids) => {
+                self.stats.kernel_ids += 1;
+                self.by_kernel_id.insert(ids.span_id, key);
+                (ids.span_id, ids.trace_id)
+            }
+            None => (new_span_id(), new_trace_id()),
         };
         let mut attributes = req.attributes;
         add_connection_attributes(&mut attributes, role, conn);
@@ -271,8 +296,8 @@ impl Stitcher {
             key,
             Pending {
                 kind: role.into(),
-                span_id: new_span_id(),
-                own_trace_id: new_trace_id(),
+                span_id,
+                own_trace_id,
                 parent,
                 name: req.name,
                 attributes,
@@ -295,6 +320,7 @@ impl Stitcher {
         conn: &ConnMeta,
         req: &Request,
         key: SpanKey,
+        kernel_ids: Option<&TraceIds>,
         now_ns: u64,
     ) -> Parent {
         let seen = Seen {
@@ -309,6 +335,16 @@ impl Stitcher {
             self.stats.peer_links += 1;
             return Parent::Local(client);
         }
+        if let Some(ids) = kernel_ids {
+            // What the kernel read is what its children carry downstream.
+            return match &req.context {
+                _ if ids.parent_id == [0; 8] => Parent::None,
+                Some(ctx) if ctx.trace_id == ids.trace_id && ctx.parent_id == ids.parent_id => {
+                    Parent::Remote(ctx.clone())
+                }
+                _ => Parent::Remote(context_of(ids)),
+            };
+        }
         match &req.context {
             Some(ctx) => Parent::Remote(ctx.clone()),
             None => Parent::None,
@@ -321,6 +357,7 @@ impl Stitcher {
         req: &Request,
         key: SpanKey,
         thread: (u32, u32),
+        kernel_ids: Option<&TraceIds>,
         now_ns: u64,
     ) -> Parent {
         let seen = Seen {
@@ -336,6 +373,21 @@ impl Stitcher {
             // The other end was seen first and decided on its own; it is this span's child.
             span.parent = Parent::Local(key);
             self.stats.peer_links += 1;
+        }
+        if let Some(ids) = kernel_ids {
+            // The kernel inserted a traceparent naming the thread's server span as parent.
+            let parent = self
+                .by_kernel_id
+                .get(&ids.parent_id)
+                .copied()
+                .filter(|server| {
+                    self.pending.contains_key(server) || self.settled.contains_key(server)
+                });
+            self.stats.thread_links += 1;
+            return match parent {
+                Some(server) => Parent::Local(server),
+                None => Parent::Remote(context_of(ids)),
+            };
         }
         // The newest server span of this thread that began before this request was written.
         let serving = self.in_flight.get(&thread).and_then(|keys| {
@@ -491,6 +543,9 @@ impl Stitcher {
         }
         if !force {
             self.settled.retain(|_, s| s.until_ns > now_ns);
+            let (pending, settled) = (&self.pending, &self.settled);
+            self.by_kernel_id
+                .retain(|_, key| pending.contains_key(key) || settled.contains_key(key));
             self.retired.retain(|_, (_, until)| *until > now_ns);
             self.peers.expire(now_ns.saturating_sub(4 * settle));
         }
@@ -546,6 +601,16 @@ impl Stitcher {
                 .map(|p| p.span_id)
                 .or_else(|| self.settled.get(parent).map(|s| s.span_id)),
         }
+    }
+}
+
+/// The W3C context a kernel-decided span continues.
+fn context_of(ids: &TraceIds) -> TraceContext {
+    TraceContext {
+        trace_id: ids.trace_id,
+        parent_id: ids.parent_id,
+        flags: ids.flags,
+        state: String::new(),
     }
 }
 
