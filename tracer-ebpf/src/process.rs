@@ -78,16 +78,24 @@ pub fn listen(ctx: &TracePointContext) {
 }
 
 /// sched_process_exit: runs for every exiting thread; the leader's exit ends the process.
+/// A thread whose creation `fork` enabled as if it were a process ends its entry too (the
+/// agent may not have told it from a process: it can be gone before /proc is read).
 #[inline(always)]
 pub fn exit() {
     let id = unsafe { bpf_get_current_pid_tgid() };
-    let tgid = (id >> 32) as u32;
-    if tgid != id as u32 || !is_enabled(tgid) {
+    let tid = id as u32;
+    if !is_enabled(tid) {
         return;
     }
     // Stop capture now; the agent frees this process's SOCKETS entries when it reads the event.
-    let _ = ENABLED_PROCESSES.remove(tgid);
-    emit_header(EventKind::ProcessExit, id, -1, 0);
+    let _ = ENABLED_PROCESSES.remove(tid);
+    // Reported as the exit of process `tid`, whichever it was.
+    emit_header(
+        EventKind::ProcessExit,
+        ((tid as u64) << 32) | tid as u64,
+        -1,
+        0,
+    );
 }
 
 #[inline(always)]

@@ -38,6 +38,21 @@ impl ProcessMeta {
         }
     }
 
+    /// A child forked by this process that is gone before its /proc entry was read: a fork
+    /// copies its parent, so it has the parent's executable and command line.
+    pub fn forked_as(&self, pid: u32, host: &str) -> Self {
+        // Its start time is unknown: the fork's time tells this incarnation apart.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Self {
+            pid,
+            service_instance_id: instance_id(host, pid, now),
+            start_ticks: 0,
+            ..self.clone()
+        }
+    }
+
     /// Reads the process's identity from /proc. `service_name` overrides the default name.
     pub fn from_proc(pid: u32, service_name: Option<&str>, host: &str) -> Result<Self> {
         let proc = procfs::process::Process::new(pid as i32)

@@ -166,11 +166,21 @@ fn is_within(path: &str, cgroup: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// Whether `pid` is a process (a thread group leader) rather than a thread of another one.
-pub fn is_process(pid: u32) -> bool {
-    Process::new(pid as i32)
-        .and_then(|p| p.status())
-        .is_ok_and(|s| s.tgid == pid as i32)
+/// What a task the kernel saw created is, by /proc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildKind {
+    Process,
+    Thread,
+    /// Exited before /proc could be read.
+    Gone,
+}
+
+pub fn child_kind(pid: u32) -> ChildKind {
+    match Process::new(pid as i32).and_then(|p| p.status()) {
+        Ok(s) if s.tgid == pid as i32 => ChildKind::Process,
+        Ok(_) => ChildKind::Thread,
+        Err(_) => ChildKind::Gone,
+    }
 }
 
 #[cfg(test)]
@@ -230,8 +240,8 @@ mod tests {
     }
 
     #[test]
-    fn threads_are_not_processes() {
-        assert!(is_process(std::process::id()));
+    fn tells_processes_threads_and_gone_tasks_apart() {
+        assert_eq!(child_kind(std::process::id()), ChildKind::Process);
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -239,8 +249,12 @@ mod tests {
             done_rx.recv().unwrap();
         });
         let tid = tid_rx.recv().unwrap();
-        assert!(!is_process(tid), "thread {tid} is alive and not a process");
+        assert_eq!(child_kind(tid), ChildKind::Thread, "thread {tid}");
         done_tx.send(()).unwrap();
         thread.join().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert_eq!(child_kind(pid), ChildKind::Gone, "reaped child {pid}");
     }
 }

@@ -2,7 +2,7 @@
 //! change as processes start, fork, exec, listen and exit, and as operators enable and disable.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -13,7 +13,7 @@ use tracer_common::{
     Counter, SOCK_FLAG_PREEXISTING, SockInfo, USER_GEN_BIT, WATCH_EXEC, WATCH_LISTEN,
 };
 
-use super::selectors;
+use super::selectors::{self, ChildKind};
 use crate::{
     capture::{self, Capture, SocketId},
     control::{
@@ -60,6 +60,8 @@ pub struct Agent {
     next_user_gen: u64,
     started: Instant,
     rescanned: Instant,
+    /// Traced pids already gone from /proc at the last rescan.
+    missing: HashSet<u32>,
 }
 
 impl Agent {
@@ -82,6 +84,7 @@ impl Agent {
             next_user_gen: 1,
             started: Instant::now(),
             rescanned: Instant::now(),
+            missing: HashSet::new(),
         }
     }
 
@@ -253,6 +256,16 @@ impl Agent {
         // Enable first: sockets opened from now on are learnt by the kernel itself, and the
         // scan below never overwrites those (see Capture::track_socket).
         self.capture.enable(pid)?;
+        // Exited before the kernel's entry existed? Then no exit event will remove it: a stale
+        // entry would trace whatever process reuses the pid.
+        let alive = procfs::process::Process::new(pid as i32)
+            .and_then(|p| p.stat())
+            .is_ok_and(|s| s.starttime == meta.start_ticks);
+        if !alive {
+            self.capture.disable(pid);
+            self.pipeline.remove_process(pid);
+            bail!("process {pid} exited as tracing was enabled");
+        }
         self.adopt_sockets(pid)?;
         self.traced.insert(
             pid,
@@ -314,7 +327,12 @@ impl Agent {
 
     fn exited(&mut self, pid: u32) {
         if let Some(t) = self.traced.remove(&pid) {
-            tracing::info!("process {pid} ({}) exited", t.meta.executable_name);
+            // Children come and go by the thousand: only selected processes are worth a line.
+            if t.origin.starts_with("child of") {
+                tracing::debug!("process {pid} ({}) exited", t.meta.executable_name);
+            } else {
+                tracing::info!("process {pid} ({}) exited", t.meta.executable_name);
+            }
             self.pipeline.process_exited(pid);
             self.capture.disable(pid);
             // A pid selector has nothing left to select.
@@ -329,18 +347,43 @@ impl Agent {
             self.pipeline.remove_process(child);
             return;
         };
-        if !selectors::is_process(child) {
-            // A thread (or gone already): the kernel's entry for it is not a process.
-            self.capture.unmark(child);
-            self.pipeline.remove_process(child);
-            return;
-        }
         let (selector, service_name) = (p.selector.clone(), p.service_name.clone());
         let origin = format!("child of pid {parent}");
-        if let Err(e) = self.trace(child, &selector, service_name, origin) {
-            tracing::debug!("child {child} of {parent}: {e:#}");
-            self.capture.unmark(child);
-            self.pipeline.remove_process(child);
+        let alive = match selectors::child_kind(child) {
+            ChildKind::Thread => {
+                // The kernel's entry for it is not a process.
+                self.capture.unmark(child);
+                self.pipeline.remove_process(child);
+                return;
+            }
+            ChildKind::Process => true,
+            // Exited already (a short-lived process, or a thread): its exit is next in the
+            // ring, and ends this entry.
+            ChildKind::Gone => false,
+        };
+        // The kernel enabled the child at fork; it may exit any moment from now, so nothing
+        // read from /proc below is required. A fork copies its parent: that identity serves
+        // until /proc tells more (or if it never can).
+        let meta = alive
+            .then(|| ProcessMeta::from_proc(child, service_name.as_deref(), &self.host).ok())
+            .flatten()
+            .unwrap_or_else(|| p.meta.forked_as(child, &self.host));
+        let meta = Arc::new(meta);
+        self.pipeline.add_process(meta.clone());
+        self.traced.insert(
+            child,
+            Traced {
+                meta,
+                selector,
+                origin,
+                service_name,
+                spans: 0,
+                export_drops: 0,
+            },
+        );
+        // Sockets it inherited from its parent.
+        if alive && let Err(e) = self.adopt_sockets(child) {
+            tracing::debug!("sockets of child {child} of {parent}: {e:#}");
         }
     }
 
@@ -446,7 +489,7 @@ impl Agent {
 
     /// Exits whose event was lost (a full ring buffer), and processes moved into a cgroup.
     fn rescan(&mut self) {
-        let gone: Vec<u32> = self
+        let gone: HashSet<u32> = self
             .traced
             .values()
             .filter(|t| {
@@ -457,9 +500,13 @@ impl Agent {
             })
             .map(|t| t.meta.pid)
             .collect();
-        for pid in gone {
+        // A process gone from /proc may still have events in the ring (its last response,
+        // its exit): only one still traced a whole rescan later lost its exit event.
+        let lost_exits: Vec<u32> = gone.intersection(&self.missing).copied().collect();
+        for pid in lost_exits {
             self.exited(pid);
         }
+        self.missing = gone.difference(&self.missing).copied().collect();
         let Some(root) = self.cgroup_root.clone() else {
             return;
         };
