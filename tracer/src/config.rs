@@ -7,6 +7,7 @@
 //! capture_bytes = 4096
 //! ring_buffer_mib = 8
 //! inject_traceparent = false
+//! metrics_addr = "127.0.0.1:9464"
 //!
 //! [export]
 //! otlp_endpoint = "http://collector:4318"
@@ -35,6 +36,7 @@ pub struct Config {
     pub capture_bytes: Option<u32>,
     pub ring_buffer_mib: Option<u32>,
     pub inject_traceparent: Option<bool>,
+    pub metrics_addr: Option<std::net::SocketAddr>,
     #[serde(default)]
     pub export: ExportSection,
     #[serde(default, rename = "select")]

@@ -87,6 +87,7 @@ fn run(args: RunArgs) -> Result<()> {
         },
         stitch: StitchConfig::default(),
         record_events: args.record_events,
+        metrics_addr: args.metrics_addr.or(config.metrics_addr),
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

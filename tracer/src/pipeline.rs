@@ -30,6 +30,16 @@ pub struct PipelineStats {
     pub stitch: StitchStats,
 }
 
+/// Sizes of the pipeline's tables (each bounded, with evictions counted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineTables {
+    pub connections: usize,
+    /// Spans started and not exported yet.
+    pub pending_spans: usize,
+    /// Requests waiting for the other end of their connection.
+    pub waiting_peers: usize,
+}
+
 /// A change in which processes exist or are traced, for the agent to act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcessChange {
@@ -226,6 +236,15 @@ impl Pipeline {
         self.finished.retain(|s| sampler.keep(s));
         self.sampled_out += (before - self.finished.len()) as u64;
         std::mem::take(&mut self.finished)
+    }
+
+    /// Entries held now: what the agent's memory grows with.
+    pub fn tables(&self) -> PipelineTables {
+        PipelineTables {
+            connections: self.connections.len(),
+            pending_spans: self.stitcher.pending(),
+            waiting_peers: self.stitcher.waiting_peers(),
+        }
     }
 
     pub fn stats(&self) -> PipelineStats {

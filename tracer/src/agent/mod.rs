@@ -3,6 +3,7 @@
 //! the way out it flushes what is pending and detaches everything.
 
 mod control_server;
+pub mod metrics;
 mod report;
 mod selectors;
 mod state;
@@ -37,6 +38,8 @@ pub struct RunOptions {
     pub stitch: StitchConfig,
     /// Raw ring records are also written here (`capture::record`).
     pub record_events: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (`GET /metrics`); None: nowhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// How often pending spans are flushed and health is checked.
@@ -62,6 +65,10 @@ pub async fn run(options: RunOptions) -> Result<()> {
         }
     }
     let mut control = ControlSocket::bind(&options.control_socket)?;
+    let metrics_listener = match options.metrics_addr {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
 
     let capture_config = CaptureConfig {
         sample_below: sampler.root_threshold(),
@@ -88,6 +95,10 @@ pub async fn run(options: RunOptions) -> Result<()> {
         tracing::info!("{message}");
     }
     let (calls, mut requests) = mpsc::channel(64);
+    if let Some(listener) = metrics_listener {
+        tracing::info!("metrics: http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(metrics::serve(listener, calls.clone()));
+    }
     control.serve(calls)?;
     tracing::info!(
         "ready: tracing {} process(es){}; control socket {}",

@@ -583,6 +583,16 @@ impl Agent {
                 export_queue_capacity: export.sinks.iter().map(|s| s.queue_capacity).sum(),
                 abandoned_requests: pipeline.stitch.abandoned,
             },
+            metrics: super::metrics::collect(&super::metrics::Sources {
+                kernel: &kernel,
+                pipeline: &pipeline,
+                tables: self.pipeline.tables(),
+                export: &export,
+                traced_processes: processes.len(),
+                kernel_processes: self.capture.enabled_processes().len(),
+                kernel_sockets: self.capture.socket_count(),
+                uptime_seconds: self.started.elapsed().as_secs(),
+            }),
             processes,
             selectors,
         }

@@ -36,6 +36,10 @@ pub fn status(args: StatusArgs) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
+        Response::Status(report) if args.metrics => {
+            print!("{}", crate::agent::metrics::render(&report.metrics));
+            Ok(())
+        }
         Response::Status(report) => {
             print!("{}", render(&report));
             Ok(())

@@ -122,6 +122,11 @@ pub struct RunArgs {
     /// bytes on the wire; off by default (see README: traceparent injection).
     #[arg(long)]
     pub inject_traceparent: bool,
+
+    /// Serve the agent's own metrics for Prometheus at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9464). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -160,8 +165,12 @@ pub struct DisableArgs {
 #[derive(Args, Debug)]
 pub struct StatusArgs {
     /// Print the status as JSON.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "metrics")]
     pub json: bool,
+    /// Print every counter and table size in the OpenMetrics text format (what
+    /// `run --metrics-addr` serves).
+    #[arg(long)]
+    pub metrics: bool,
     #[command(flatten)]
     pub socket: SocketArg,
 }

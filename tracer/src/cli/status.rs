@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+use tracer_common::Counter;
+
 use crate::control::protocol::StatusReport;
 
 pub fn render(report: &StatusReport) -> String {
@@ -78,10 +80,11 @@ pub fn render(report: &StatusReport) -> String {
         uptime(a.uptime_seconds),
         a.export
     );
+    let is_drop = |name: &str| Counter::ALL.iter().any(|c| c.is_drop() && c.name() == name);
     let lost: Vec<String> = a
         .kernel
         .iter()
-        .filter(|(name, n)| *n > 0 && !matches!(name.as_str(), "data_events" | "control_events"))
+        .filter(|(name, n)| *n > 0 && is_drop(name))
         .map(|(name, n)| format!("{name}={n}"))
         .collect();
     let _ = writeln!(
@@ -101,6 +104,33 @@ pub fn render(report: &StatusReport) -> String {
         a.export_queue_capacity,
         a.abandoned_requests
     );
+    let tables: Vec<String> = report
+        .metrics
+        .iter()
+        .filter(|m| m.name == "tracer_table_entries")
+        .filter_map(|m| {
+            Some(format!(
+                "{} {}",
+                m.labels.first()?.1.replace('_', " "),
+                m.value
+            ))
+        })
+        .collect();
+    if !tables.is_empty() {
+        let _ = writeln!(out, "tables: {}", tables.join(", "));
+    }
+    let injection: Vec<String> = a
+        .kernel
+        .iter()
+        .filter(|(name, _)| name.starts_with("inject"))
+        .map(|(name, n)| format!("{}={n}", name.trim_start_matches("inject_")))
+        .collect();
+    if a.kernel
+        .iter()
+        .any(|(name, n)| name.starts_with("inject") && *n > 0)
+    {
+        let _ = writeln!(out, "traceparent injection: {}", injection.join(" "));
+    }
     out
 }
 
@@ -117,7 +147,7 @@ mod tests {
     use super::*;
     use crate::control::{
         Selector,
-        protocol::{AgentStatus, ProcessStatus, SelectorStatus},
+        protocol::{AgentStatus, Metric, MetricKind, ProcessStatus, SelectorStatus},
     };
 
     #[test]
@@ -128,7 +158,13 @@ mod tests {
                 version: "0.1.0".into(),
                 uptime_seconds: 125,
                 export: "terminal".into(),
-                kernel: vec![("data_events".into(), 90), ("ring_full".into(), 2)],
+                kernel: vec![
+                    ("data_events".into(), 90),
+                    ("ring_full".into(), 2),
+                    ("truncated".into(), 5),
+                    ("injected".into(), 3),
+                    ("inject_stopped".into(), 1),
+                ],
                 kernel_lost: 2,
                 spans_exported: 40,
                 spans_dropped: 1,
@@ -157,6 +193,13 @@ mod tests {
                     processes: 0,
                 },
             ],
+            metrics: vec![Metric {
+                name: "tracer_table_entries".into(),
+                help: String::new(),
+                kind: MetricKind::Gauge,
+                labels: vec![("table".into(), "pending_spans".into())],
+                value: 6,
+            }],
         };
         let text = render(&report);
         let lines: Vec<&str> = text.lines().collect();
@@ -183,5 +226,7 @@ mod tests {
             "{}",
             lines[5]
         );
+        assert_eq!(lines[6], "tables: pending spans 6");
+        assert_eq!(lines[7], "traceparent injection: injected=3 stopped=1");
     }
 }

@@ -65,6 +65,29 @@ pub struct StatusReport {
     pub agent: AgentStatus,
     pub processes: Vec<ProcessStatus>,
     pub selectors: Vec<SelectorStatus>,
+    /// Every counter and table size of the agent, as `--metrics-addr` exposes them.
+    #[serde(default)]
+    pub metrics: Vec<Metric>,
+}
+
+/// One sample of the agent's self-metrics.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metric {
+    /// Family name (`tracer_...`; counters without their `_total` suffix).
+    pub name: String,
+    pub help: String,
+    pub kind: MetricKind,
+    pub labels: Vec<(String, String)>,
+    pub value: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    /// A total since the agent started.
+    Counter,
+    /// A current level (queue depth, table size).
+    Gauge,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
