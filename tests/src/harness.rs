@@ -255,6 +255,11 @@ impl Agent {
             .output()?)
     }
 
+    /// The agent's self-metrics (`tracer status --metrics`), OpenMetrics text.
+    pub fn metrics(&self) -> Result<String> {
+        self.cli_ok(&["status", "--metrics"])
+    }
+
     /// Like `cli`, but the command must succeed; returns its stdout.
     pub fn cli_ok(&self, args: &[&str]) -> Result<String> {
         let out = self.cli(args)?;

@@ -19,6 +19,7 @@ use anyhow::{Context, Result, ensure};
 use tracer_e2e::{
     AttrValue, OtlpReceiver, Protocol, ReceivedSpan,
     harness::{Agent, Service, TempDir, is_root, root, run_args},
+    observe::metric,
 };
 
 const SERVER: i32 = 2;
@@ -199,6 +200,7 @@ async fn injects_and_leaves_nothing_behind(protocol: Protocol) -> Result<()> {
         .await
         .with_context(|| format!("agent log:\n{}", agent.log().join("\n")))?;
     let status = agent.cli_ok(&["status"])?;
+    let metrics = agent.metrics()?;
     let spans = index(&spans)?;
     let relay_pid = untraced.relay.proc.pid() as i64;
     let span = |pid: i64, kind: i32, path: String| {
@@ -301,18 +303,17 @@ async fn injects_and_leaves_nothing_behind(protocol: Protocol) -> Result<()> {
             "{path}: the header the backend got names the client span: {values:?}"
         );
     }
-    let counter = |name: &str| -> u64 {
-        status
-            .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
-            .find_map(|w| w.strip_prefix(&format!("{name}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let counter = |name: &str| metric(&metrics, "tracer_kernel_counter_total", &[("name", name)]);
     let injected = (FRESH as usize + CONTINUED.len() + WHOLE as usize) as u64;
     ensure!(
-        counter("injected") == injected && counter("inject_already_present") == OWN.len() as u64,
-        "status counts {injected} injected and {} left alone:\n{status}",
+        counter("injected") == Some(injected)
+            && counter("inject_already_present") == Some(OWN.len() as u64),
+        "metrics count {injected} injected and {} left alone:\n{metrics}",
         OWN.len()
+    );
+    ensure!(
+        status.contains(&format!("traceparent injection: injected={injected} ")),
+        "tracer status shows injection:\n{status}"
     );
 
     // Tracing turned off for the relay: its calls go out as the application wrote them.
