@@ -241,4 +241,6 @@ impl Pipeline {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
