@@ -260,4 +260,6 @@ impl Pipeline {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;

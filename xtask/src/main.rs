@@ -1,8 +1,10 @@
-//! Project tasks: `cargo xtask <setup|build|demo|test>`. Each installs what is missing first,
+//! Project tasks: `cargo xtask <setup|build|demo|test|fuzz>`. Each installs what is missing first,
 //! so a fresh machine needs nothing but these commands.
 
 mod cmd;
 mod demo;
+mod fuzz;
+mod seeds;
 mod setup;
 mod test;
 
@@ -25,8 +27,16 @@ enum Task {
     Demo,
     /// Run every test, unit and end-to-end (needs root: it loads eBPF programs).
     Test {
-        /// Only tests whose name contains this.
+        /// Only tests whose name contains this (and no fuzzing).
         filter: Option<String>,
+    },
+    /// Run the fuzz targets (fuzz/), each for a while; fails on a crash.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// Only this target.
+        target: Option<String>,
     },
 }
 
@@ -39,6 +49,9 @@ fn main() {
             .and_then(|()| build_release())
             .and_then(|()| demo::run()),
         Task::Test { filter } => setup::run().and_then(|()| test::run(filter.as_deref())),
+        Task::Fuzz { seconds, target } => setup::toolchain()
+            .and_then(|()| fuzz::run(seconds, target.as_deref()))
+            .map(drop),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

@@ -18,12 +18,17 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
 const PYTHON_PACKAGES: &[(&str, &str)] = &[("grpc", "grpcio")];
 
 pub fn run() -> Result<()> {
-    nightly_rust_src()?;
-    bpf_linker()?;
+    toolchain()?;
     tracefs()?;
     debian_tools()?;
     python_modules()?;
     Ok(())
+}
+
+/// What building the agent needs: the kernel programs build with nightly and bpf-linker.
+pub fn toolchain() -> Result<()> {
+    nightly_rust_src()?;
+    bpf_linker()
 }
 
 /// The kernel programs build with nightly's `-Z build-std=core`, which needs rust-src.

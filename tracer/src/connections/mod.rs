@@ -45,10 +45,24 @@ enum ProtocolState {
     /// Not recognised yet; `syscalls` inspected so far.
     Detecting {
         syscalls: u32,
+        /// On a connection seen from its start, its syscalls so far: a message start may come
+        /// in several small syscalls (`G`, `ET / HTTP/1.1...`), so detection reads them joined,
+        /// and the parser gets them all once the protocol is known. At most `DETECT_SYSCALLS`,
+        /// of fewer than `DETECT_MIN_BYTES` captured bytes per direction, are ever held.
+        held: Vec<DataRecord>,
     },
     Parsing(Parser),
     /// Not a protocol the tracer understands (TLS, a database, ...): its bytes are ignored.
     Unknown,
+}
+
+impl ProtocolState {
+    fn detecting() -> Self {
+        ProtocolState::Detecting {
+            syscalls: 0,
+            held: Vec::new(),
+        }
+    }
 }
 
 struct Connection {
@@ -69,7 +83,7 @@ impl Connection {
         Self {
             meta,
             streams: [StreamBuffer::new(), StreamBuffer::new()],
-            protocol: ProtocolState::Detecting { syscalls: 0 },
+            protocol: ProtocolState::detecting(),
             mid_stream,
             last_active_ns: now_ns,
             stream_epoch: 0,
@@ -303,8 +317,11 @@ impl Connections {
             conn.streams.iter_mut().for_each(|s| {
                 s.clear();
             });
+            if let ProtocolState::Detecting { held, .. } = &mut conn.protocol {
+                held.clear();
+            }
             if matches!(conn.protocol, ProtocolState::Parsing(_)) {
-                conn.protocol = ProtocolState::Detecting { syscalls: 0 };
+                conn.protocol = ProtocolState::detecting();
                 conn.stream_epoch += STREAM_EPOCH;
             }
             conn.mid_stream = true;
@@ -318,27 +335,48 @@ impl Connections {
                 stream.push_runs(&data.payload, &data.runs, data.total_len, time);
                 parser.feed(dir, stream, &mut self.scratch, &mut self.stats.parse);
             }
-            ProtocolState::Detecting { syscalls } => {
+            ProtocolState::Detecting { syscalls, held } => {
                 *syscalls += 1;
                 let attempts = *syscalls;
-                match Parser::detect(dir, &data.payload) {
-                    Some((parser, role)) => {
+                let fresh = !conn.mid_stream;
+                let detected = if fresh {
+                    held.push(data);
+                    Parser::detect(dir, &joined_prefix(held, dir))
+                        .map(|d| (d, std::mem::take(held)))
+                } else {
+                    Parser::detect(dir, &data.payload).map(|d| (d, vec![data]))
+                };
+                match detected {
+                    Some(((mut parser, role), replay)) => {
                         conn.meta.role = Some(role);
                         conn.streams.iter_mut().for_each(|s| {
                             s.clear();
                         });
-                        let stream = &mut conn.streams[dir as usize];
-                        stream.push_runs(&data.payload, &data.runs, data.total_len, time);
-                        let mut parser = parser;
-                        parser.feed(dir, stream, &mut self.scratch, &mut self.stats.parse);
+                        for record in replay {
+                            let dir = record.direction;
+                            let stream = &mut conn.streams[dir as usize];
+                            let time = SegTime {
+                                enter_ns: record.enter_ns,
+                                exit_ns: record.exit_ns,
+                                tid: record.tid,
+                                ids: record.ids,
+                            };
+                            stream.push_runs(&record.payload, &record.runs, record.total_len, time);
+                            parser.feed(dir, stream, &mut self.scratch, &mut self.stats.parse);
+                        }
                         conn.protocol = ProtocolState::Parsing(parser);
                     }
                     None => {
-                        let give_up = if conn.mid_stream {
-                            attempts >= DETECT_SYSCALLS_MIDSTREAM
-                        } else {
+                        let give_up = if fresh {
                             // A fresh stream starts with a message, or it is not ours.
-                            data.payload.len() >= DETECT_MIN_BYTES || attempts >= DETECT_SYSCALLS
+                            let held_bytes: usize = held
+                                .iter()
+                                .filter(|r| r.direction == dir)
+                                .map(|r| r.payload.len())
+                                .sum();
+                            held_bytes >= DETECT_MIN_BYTES || attempts >= DETECT_SYSCALLS
+                        } else {
+                            attempts >= DETECT_SYSCALLS_MIDSTREAM
                         };
                         if give_up {
                             conn.protocol = ProtocolState::Unknown;
@@ -358,6 +396,19 @@ impl Connections {
     pub fn tick(&mut self, now_ns: u64) {
         self.resolver.expire(now_ns);
     }
+}
+
+/// The captured bytes of the `held` syscalls moving in `dir`, joined up to the first one the
+/// capture cut (bytes after a gap are not contiguous with those before).
+fn joined_prefix(held: &[DataRecord], dir: Direction) -> Vec<u8> {
+    let mut out = Vec::new();
+    for record in held.iter().filter(|r| r.direction == dir) {
+        out.extend_from_slice(&record.payload);
+        if record.total_len > record.payload.len() as u64 {
+            break;
+        }
+    }
+    out
 }
 
 fn is_user_gen(conn_gen: u64) -> bool {

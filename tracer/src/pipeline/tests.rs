@@ -516,3 +516,25 @@ fn kernel_ids_continue_the_caller_and_survive_a_missing_parent() {
         ([7; 16], [2; 8], Some([3; 8]))
     );
 }
+
+/// A new connection whose first request comes in small syscalls (a server reading little at a
+/// time, a client writing the method alone): the protocol is recognised from the syscalls
+/// joined, and the request's first syscall still starts the span.
+#[test]
+fn a_request_start_split_over_syscalls_is_still_recognised() {
+    let head = request("/split/7", "");
+    // Inside the method, after it, inside the target, and between the CR and the LF.
+    for cut in [1, 3, 4, 5, 9, 22] {
+        let mut p = pipeline(&[1]);
+        let s = sock(1, 4, 10);
+        p.on_event(open(s, true, "127.0.0.1:8080", "127.0.0.1:50000"));
+        let (first, rest) = head.split_at(cut);
+        p.on_event(data(s, 7, 100, Direction::Ingress, first));
+        p.on_event(data(s, 7, 200, Direction::Ingress, rest));
+        p.on_event(data(s, 7, 300, Direction::Egress, &response(200)));
+        let spans = p.ready_spans(true);
+        assert_eq!(spans.len(), 1, "cut at {cut}: {spans:#?}");
+        assert_eq!(spans[0].name, "GET /split/{id}");
+        assert_eq!((spans[0].start_mono_ns, spans[0].end_mono_ns), (105, 305));
+    }
+}

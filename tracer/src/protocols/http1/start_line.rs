@@ -49,7 +49,8 @@ fn rest_of_request_line(rest: &[u8], connect: bool) -> Looks {
     let line_end = rest.iter().position(|&b| b == b'\n');
     let line = match line_end {
         Some(end) => rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]),
-        None => rest,
+        // The CR of the line end may have come in this syscall and its LF in the next.
+        None => rest.strip_suffix(b"\r").unwrap_or(rest),
     };
     let Some(space) = line.iter().position(|&b| b == b' ') else {
         // The target runs on: fine while the line is incomplete.
@@ -135,6 +136,9 @@ mod tests {
         // Incomplete but unmistakable.
         assert_eq!(request_line(b"GET /very/long/pa"), Looks::Yes);
         assert_eq!(request_line(b"GET /x HTTP/1."), Looks::Yes);
+        // A syscall that ends between the CR and the LF of the line end.
+        assert_eq!(request_line(b"GET /x HTTP/1.1\r"), Looks::Yes);
+        assert_eq!(request_line(b"GET /x\r"), Looks::Yes);
         // Too short to tell.
         assert_eq!(request_line(b"GE"), Looks::Maybe);
         assert_eq!(request_line(b"GET "), Looks::Maybe);

@@ -71,6 +71,8 @@ struct Stream {
     head_seen: bool,
     /// The framing of the response direction was lost while the stream was open: when.
     lost_at: Option<SegTime>,
+    /// The syscall that carried the request's first byte (default: not seen, h2c upgrade).
+    first: SegTime,
 }
 
 /// Counters moved into [`ParseStats`] after each feed.
@@ -151,6 +153,7 @@ impl Http2Parser {
                     response: ResponseFacts::default(),
                     head_seen: false,
                     lost_at: None,
+                    first: SegTime::default(),
                 },
             );
         }
@@ -242,6 +245,7 @@ impl Http2Parser {
                 },
                 head_seen: false,
                 lost_at: None,
+                first: block.first,
             },
         );
         out.push(L7Event::Request(Request {
@@ -297,9 +301,18 @@ impl Http2Parser {
 
     fn abandon(&mut self, stream: u32, at: SegTime, reason: &'static str, out: &mut Vec<L7Event>) {
         if let Some(stream) = self.streams.remove(&stream) {
+            // The framing may have been lost before this request was sent (the loss is told
+            // when reading resumes): the stream cannot have ended before it began.
+            let lost_at = stream.lost_at.map(|lost| {
+                if lost.exit_ns < stream.first.enter_ns {
+                    stream.first
+                } else {
+                    lost
+                }
+            });
             out.push(L7Event::Abandoned {
                 stream_id: stream.id,
-                at: stream.lost_at.unwrap_or(at),
+                at: lost_at.unwrap_or(at),
                 reason: if stream.lost_at.is_some() {
                     "end of stream not captured"
                 } else {

@@ -243,3 +243,31 @@ fn trailers_past_the_capture_arrive_as_frame_hints() {
         ]
     );
 }
+
+/// A frame header of the response direction starts in one syscall (2), the client then sends
+/// a request (3), and the header's end (4) shows the framing is broken. The loss is dated from
+/// syscall 2, before the request: the stream, unsure from then on, is abandoned at the close,
+/// but not before it began. Found by the `http2` fuzz target.
+#[test]
+fn a_stream_opened_after_the_framing_was_lost_is_not_abandoned_before_it_began() {
+    let mut client = Client::new();
+    let mut c = Conn::client();
+    c.io(OUT, &client.preface(), 1)
+        .io(IN, &[0, 0, 0, frame::HEADERS, 0xff, 0, 0, 0], 2)
+        .io(OUT, &client.get(1, "/a", &[]), 3)
+        .io(
+            IN,
+            b"\x01\x00\x00Et port 50\xff\xff\xff\"/address></body></html>",
+            4,
+        )
+        .close(5);
+    let summary = c.summary();
+    assert_eq!(summary[0], req(1, "GET /a", 3));
+    let Ev::Gone(1, at, _) = summary[1] else {
+        panic!("{summary:?}");
+    };
+    assert!(
+        at >= 3,
+        "abandoned at syscall {at}, before its request: {summary:?}"
+    );
+}
