@@ -157,7 +157,7 @@ fn resync<P: ProtocolParser>(
         }
     };
     stats.resyncs += 1;
-    stats.skipped_bytes += skip.unwrap_or(0);
+    stats.skipped_bytes = stats.skipped_bytes.saturating_add(skip.unwrap_or(0));
 }
 
 /// The protocols the tracer understands, dispatched by enum.

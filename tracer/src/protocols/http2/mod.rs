@@ -169,7 +169,7 @@ impl Http2Parser {
         for reader in &mut self.readers {
             let c = std::mem::take(&mut reader.counters);
             stats.resyncs += c.resyncs;
-            stats.skipped_bytes += c.skipped_bytes;
+            stats.skipped_bytes = stats.skipped_bytes.saturating_add(c.skipped_bytes);
             stats.damaged_header_blocks += c.damaged_blocks;
             stats.unknown_fields += c.unknown_fields;
         }
