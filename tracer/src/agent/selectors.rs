@@ -6,6 +6,8 @@ use std::{
 };
 
 use anyhow::{Result, bail};
+
+use crate::kubernetes::cgroup::{self, Container};
 use procfs::{
     net::TcpState,
     process::{FDTarget, Process, all_processes},
@@ -164,6 +166,13 @@ fn is_within(path: &str, cgroup: &str) -> bool {
         || path
             .strip_prefix(cgroup)
             .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Every process that runs in a container, with its container (from /proc/PID/cgroup).
+pub fn processes_in_containers() -> Vec<(u32, Container)> {
+    processes()
+        .filter_map(|p| Some((p.pid as u32, cgroup::container_of(p.pid as u32)?)))
+        .collect()
 }
 
 /// Whether `pid` is a process (a thread group leader) rather than a thread of another one.
