@@ -19,7 +19,7 @@ struct Cli {
 enum Task {
     /// Install what building and testing need (nightly rust-src, bpf-linker, tracefs, tools).
     Setup,
-    /// Build the agent: target/release/tracer.
+    /// Build the agent: target/release/tracer (installs only the build tools).
     Build,
     /// Trace two bundled demo services and show their traces in the terminal.
     Demo,
@@ -34,7 +34,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Setup => setup::run(),
-        Task::Build => setup::run().and_then(|()| build_release()),
+        Task::Build => setup::build_tools().and_then(|()| build_release()),
         Task::Demo => setup::run()
             .and_then(|()| build_release())
             .and_then(|()| demo::run()),
