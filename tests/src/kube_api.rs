@@ -170,9 +170,14 @@ impl ContainerCgroup {
     }
 
     pub fn add(&self, pid: u32) -> Result<()> {
-        let procs = self.dirs.last().unwrap().join("cgroup.procs");
+        let procs = self.procs_file();
         std::fs::write(&procs, pid.to_string())
             .with_context(|| format!("moving {pid} into {}", procs.display()))
+    }
+
+    /// Its `cgroup.procs`: a process that writes its pid there joins the container.
+    pub fn procs_file(&self) -> PathBuf {
+        self.dirs.last().unwrap().join("cgroup.procs")
     }
 }
 

@@ -2,7 +2,10 @@
 //! containerd names a pod's container, and the API server's pod list and watch replayed from
 //! recorded-format responses (tests/fixtures/kubernetes). And on a plain host, the layer off.
 
-use std::time::{Duration, Instant};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
@@ -59,10 +62,15 @@ async fn wait_for_status(
     }
 }
 
-fn traces(json: &Value, pid: u32) -> bool {
+fn process_of(json: &Value, pid: u32) -> Option<&Value> {
     json["processes"]
-        .as_array()
-        .is_some_and(|ps| ps.iter().any(|p| p["pid"] == pid))
+        .as_array()?
+        .iter()
+        .find(|p| p["pid"] == pid)
+}
+
+fn traces(json: &Value, pid: u32) -> bool {
+    process_of(json, pid).is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,12 +123,7 @@ async fn pods_are_traced_as_the_watch_selects_them_and_carry_their_metadata() ->
     // The pod gets the annotation: its container's process is traced, in its pod.
     api.send(&serde_json::json!({"type": "MODIFIED", "object": annotated}))?;
     let json = wait_for_status(&agent, "tracing the annotated pod", |j| traces(j, pid)).await?;
-    let process = json["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["pid"] == pid)
-        .unwrap();
+    let process = process_of(&json, pid).unwrap();
     ensure!(
         process["pod"] == "shop/checkout-7d9f8b6c5d-x2k4q/checkout"
             && process["selector"] == "pod-annotation tracer.io/enabled=true"
@@ -147,12 +150,35 @@ async fn pods_are_traced_as_the_watch_selects_them_and_carry_their_metadata() ->
         ensure!(resource(key) == Some(value), "{key}: {span:#?}");
     }
 
+    // A process the container starts now is traced from its exec.
+    let script = root().join("tests/fixtures/http_services.py");
+    let joiner = Service::start_command(Command::new("sh").arg("-c").arg(format!(
+        "echo $$ > {} && exec python3 {} backend",
+        cgroup.procs_file().display(),
+        script.display()
+    )))?;
+    let late = joiner.proc.pid();
+    let json = wait_for_status(&agent, "tracing the container's new process", |j| {
+        traces(j, late)
+    })
+    .await?;
+    let process = process_of(&json, late).unwrap();
+    ensure!(
+        process["pod"] == "shop/checkout-7d9f8b6c5d-x2k4q/checkout"
+            && process["selector"] == "pod-annotation tracer.io/enabled=true",
+        "{process:#}"
+    );
+
     // The annotation goes away (the fixture's next watch event): tracing stops.
     let watch = fixture("node-1-watch.jsonl")?;
     let removal: Value = serde_json::from_str(watch.lines().nth(2).context("event 3")?)?;
     ensure!(removal["object"]["metadata"]["uid"] == POD_UID);
     api.send(&removal)?;
-    wait_for_status(&agent, "untracing the pod", |j| !traces(j, pid)).await?;
+    wait_for_status(&agent, "untracing the pod", |j| {
+        !traces(j, pid) && !traces(j, late)
+    })
+    .await?;
+    drop(joiner);
     drop(service);
     drop(cgroup);
     Ok(())
