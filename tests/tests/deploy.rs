@@ -29,8 +29,15 @@ fn manifests() -> Vec<PathBuf> {
 
 /// Runs kubernetes-validate in strict mode; Ok(output) when every resource passed.
 fn validate(files: &[PathBuf], version: &str) -> Result<String, String> {
-    let out = Command::new("kubernetes-validate")
-        .args(["--strict", "--kubernetes-version", version])
+    // Through the same python3 that `cargo xtask setup` installed it for.
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "kubernetes_validate",
+            "--strict",
+            "--kubernetes-version",
+            version,
+        ])
         .args(files)
         .output()
         .map_err(|e| format!("kubernetes-validate did not start ({e}): run `cargo xtask setup`"))?;
