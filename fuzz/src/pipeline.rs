@@ -73,5 +73,7 @@ fn process(pid: u32) -> Arc<ProcessMeta> {
         executable_path: "/fuzz".into(),
         command_line: "fuzz".into(),
         start_ticks: 1,
+        container: None,
+        pod: None,
     })
 }

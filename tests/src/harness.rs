@@ -109,12 +109,16 @@ impl Service {
 
     /// A Python script that prints "listening on PORT" once it serves.
     pub fn start_script(script: &std::path::Path, args: &[&str]) -> Result<Self> {
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args(args)
+        Self::start_command(Command::new("python3").arg(script).args(args))
+    }
+
+    /// A command that prints "listening on PORT" once it serves (e.g. a service started
+    /// through setpriv as another user).
+    pub fn start_command(cmd: &mut Command) -> Result<Self> {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .spawn()
-            .context("starting python3")?;
+            .context("starting the service")?;
         let stdout = child.stdout.take().context("service stdout")?;
         let proc = Proc::adopt(child);
         let (tx, rx) = mpsc::channel();
@@ -179,6 +183,12 @@ impl Agent {
     /// Starts `tracer <args>` and waits until it reports that tracing has begun. `run` gets
     /// a control socket of its own unless `args` name one.
     pub fn start(args: &[String], envs: &[(&str, &str)]) -> Result<Self> {
+        Self::start_wrapped(&[], args, envs)
+    }
+
+    /// Like `start`, with the agent run through `wrapper` (a program and its arguments, e.g.
+    /// setpriv restricting its capabilities).
+    pub fn start_wrapped(wrapper: &[&str], args: &[String], envs: &[(&str, &str)]) -> Result<Self> {
         let dir = TempDir::new("agent")?;
         let mut args = args.to_vec();
         let socket = match args.iter().position(|a| a == "--control-socket") {
@@ -189,7 +199,14 @@ impl Agent {
                 socket
             }
         };
-        let mut cmd = Command::new(agent_binary()?);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrapper_args).arg(agent_binary()?);
+                cmd
+            }
+            None => Command::new(agent_binary()?),
+        };
         cmd.args(&args)
             .stderr(Stdio::piped())
             .stdout(Stdio::piped());

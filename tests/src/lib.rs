@@ -7,6 +7,7 @@
 mod grpc;
 pub mod harness;
 mod http;
+pub mod kube_api;
 pub mod observe;
 mod received;
 mod receiver;

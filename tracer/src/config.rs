@@ -20,6 +20,9 @@
 //!
 //! [[select]]
 //! port = 8080
+//!
+//! [[select]]
+//! pod_annotation = "tracer.io/enabled=true"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -27,7 +30,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::control::Selector;
+use crate::control::{KeyValue, Selector};
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -51,7 +54,8 @@ pub struct ExportSection {
     pub output: Option<PathBuf>,
 }
 
-/// One selector: exactly one of pid, exe, port, cgroup; optionally the service name.
+/// One selector: exactly one of pid, exe, port, cgroup, namespace, pod_label, pod_annotation;
+/// optionally the service name.
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SelectorEntry {
@@ -59,6 +63,11 @@ pub struct SelectorEntry {
     pub exe: Option<String>,
     pub port: Option<u16>,
     pub cgroup: Option<String>,
+    pub namespace: Option<String>,
+    /// `key=value`
+    pub pod_label: Option<KeyValue>,
+    /// `key=value`
+    pub pod_annotation: Option<KeyValue>,
     pub service_name: Option<String>,
 }
 
@@ -118,11 +127,16 @@ impl SelectorEntry {
             self.exe.clone().map(Selector::Exe),
             self.port.map(Selector::Port),
             self.cgroup.clone().map(Selector::Cgroup),
+            self.namespace.clone().map(Selector::Namespace),
+            self.pod_label.clone().map(Selector::PodLabel),
+            self.pod_annotation.clone().map(Selector::PodAnnotation),
         ];
         let mut given = given.into_iter().flatten();
         match (given.next(), given.next()) {
             (Some(selector), None) => Ok(selector),
-            _ => bail!("give exactly one of pid, exe, port, cgroup"),
+            _ => bail!(
+                "give exactly one of pid, exe, port, cgroup, namespace, pod_label, pod_annotation"
+            ),
         }
     }
 }
@@ -164,6 +178,59 @@ mod tests {
     }
 
     #[test]
+    fn pod_selectors_in_toml_and_yaml() {
+        let toml = load(
+            "pods.toml",
+            "[[select]]\nnamespace = \"shop\"\n[[select]]\npod_label = \"app=web\"\n\
+             service_name = \"web\"\n[[select]]\npod_annotation = \"tracer.io/enabled=true\"\n",
+        )
+        .unwrap();
+        let yaml = load(
+            "pods.yaml",
+            "select:\n  - namespace: shop\n  - pod_label: app=web\n    service_name: web\n\
+             \x20 - pod_annotation: tracer.io/enabled=true\n",
+        )
+        .unwrap();
+        assert_eq!(toml, yaml);
+        assert_eq!(
+            toml.selectors(),
+            vec![
+                (Selector::Namespace("shop".into()), None),
+                (
+                    Selector::PodLabel("app=web".parse().unwrap()),
+                    Some("web".into())
+                ),
+                (
+                    Selector::PodAnnotation("tracer.io/enabled=true".parse().unwrap()),
+                    None
+                ),
+            ]
+        );
+        let e = load("bad.toml", "[[select]]\npod_label = \"app\"\n").unwrap_err();
+        assert!(e.to_string().contains("expected key=value"), "{e}");
+    }
+
+    /// The configs shipped in deploy/ are read by this very loader.
+    #[test]
+    fn the_shipped_configs_load() {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let host = Config::load(&deploy.join("systemd/tracer.yaml")).unwrap();
+        assert!(host.selectors().is_empty());
+        let configmap =
+            std::fs::read_to_string(deploy.join("kubernetes/20-configmap.yaml")).unwrap();
+        let configmap: serde_norway::Value = serde_norway::from_str(&configmap).unwrap();
+        let text = configmap["data"]["tracer.yaml"].as_str().unwrap();
+        let cluster = load("configmap.yaml", text).unwrap();
+        assert_eq!(
+            cluster.selectors(),
+            vec![(
+                Selector::PodAnnotation("tracer.io/enabled=true".parse().unwrap()),
+                None
+            )]
+        );
+    }
+
+    #[test]
     fn errors_name_the_file_the_line_and_the_field() {
         let e = load(
             "b.toml",
@@ -187,7 +254,8 @@ mod tests {
         assert_eq!(
             format!("{e:#}"),
             format!(
-                "config {}, select entry 1: give exactly one of pid, exe, port, cgroup",
+                "config {}, select entry 1: give exactly one of pid, exe, port, cgroup, namespace, \
+                 pod_label, pod_annotation",
                 std::env::temp_dir()
                     .join(format!("tracer-config-{}", std::process::id()))
                     .join("d.toml")

@@ -16,6 +16,7 @@ pub mod config;
 pub mod connections;
 pub mod control;
 pub mod export;
+pub mod kubernetes;
 pub mod pipeline;
 pub mod process;
 pub mod protocols;

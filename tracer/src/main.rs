@@ -55,6 +55,21 @@ fn run(args: RunArgs) -> Result<()> {
             .iter()
             .map(|c| (Selector::Cgroup(c.clone()), None)),
     );
+    selectors.extend(
+        args.namespaces
+            .iter()
+            .map(|n| (Selector::Namespace(n.clone()), None)),
+    );
+    selectors.extend(
+        args.pod_labels
+            .iter()
+            .map(|kv| (Selector::PodLabel(kv.clone()), None)),
+    );
+    selectors.extend(
+        args.pod_annotations
+            .iter()
+            .map(|kv| (Selector::PodAnnotation(kv.clone()), None)),
+    );
     let ring_mib = args.ring_buffer_mib.or(config.ring_buffer_mib).unwrap_or(8);
     if !(1..=1024).contains(&ring_mib) || !ring_mib.is_power_of_two() {
         anyhow::bail!("ring_buffer_mib {ring_mib}: expected a power of two between 1 and 1024");

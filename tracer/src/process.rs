@@ -1,12 +1,17 @@
 //! What the agent knows about a traced process: the facts its OTLP Resource is built from.
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
+
+use crate::kubernetes::{PodContext, cgroup::Container};
 
 /// Identity of a traced process, read from /proc once when tracing is enabled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessMeta {
     pub pid: u32,
-    /// `service.name`: set by the operator, or the executable's name.
+    /// `service.name`: set by the operator, else the Kubernetes workload's name, else the
+    /// executable's name.
     pub service_name: String,
     /// Whether the operator set `service_name`: an explicit name outranks `OTEL_SERVICE_NAME`
     /// at export, the executable-name default does not.
@@ -21,6 +26,11 @@ pub struct ProcessMeta {
     pub command_line: String,
     /// Start time in clock ticks since boot (/proc/PID/stat field 22): tells pid reuse apart.
     pub start_ticks: u64,
+    /// The container it runs in (`container.id`), from its cgroup path; any runtime, with or
+    /// without Kubernetes.
+    pub container: Option<Container>,
+    /// Its pod, container and node (`k8s.*`), when the agent knows the pod.
+    pub pod: Option<Arc<PodContext>>,
 }
 
 impl ProcessMeta {
@@ -35,6 +45,8 @@ impl ProcessMeta {
             executable_path: String::new(),
             command_line: String::new(),
             start_ticks: 0,
+            container: None,
+            pod: None,
         }
     }
 
@@ -51,6 +63,18 @@ impl ProcessMeta {
             start_ticks: 0,
             ..self.clone()
         }
+    }
+
+    /// Places the process in its pod; the workload's name becomes its `service.name` unless
+    /// the operator named the service.
+    pub fn in_pod(mut self, pod: Option<Arc<PodContext>>) -> Self {
+        if let Some(context) = &pod
+            && !self.service_name_is_explicit
+        {
+            self.service_name = context.pod.workload_name().to_string();
+        }
+        self.pod = pod;
+        self
     }
 
     /// Reads the process's identity from /proc. `service_name` overrides the default name.
@@ -80,6 +104,8 @@ impl ProcessMeta {
             executable_path,
             command_line: redact_command_line(&cmdline),
             start_ticks: stat.starttime,
+            container: crate::kubernetes::cgroup::container_of(pid),
+            pod: None,
         })
     }
 }

@@ -21,7 +21,7 @@ struct Cli {
 enum Task {
     /// Install what building and testing need (nightly rust-src, bpf-linker, tracefs, tools).
     Setup,
-    /// Build the agent: target/release/tracer.
+    /// Build the agent: target/release/tracer (installs only the build tools).
     Build,
     /// Trace two bundled demo services and show their traces in the terminal.
     Demo,
@@ -44,12 +44,12 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Setup => setup::run(),
-        Task::Build => setup::run().and_then(|()| build_release()),
+        Task::Build => setup::build_tools().and_then(|()| build_release()),
         Task::Demo => setup::run()
             .and_then(|()| build_release())
             .and_then(|()| demo::run()),
         Task::Test { filter } => setup::run().and_then(|()| test::run(filter.as_deref())),
-        Task::Fuzz { seconds, target } => setup::toolchain()
+        Task::Fuzz { seconds, target } => setup::build_tools()
             .and_then(|()| fuzz::run(seconds, target.as_deref()))
             .map(drop),
     };

@@ -14,19 +14,28 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("nginx", "nginx"),
     ("nghttpd", "nghttp2-server"),
 ];
-/// Python modules the gRPC tests use: (import name, PyPI package).
-const PYTHON_PACKAGES: &[(&str, &str)] = &[("grpc", "grpcio")];
+/// Python modules the tests use: (import name, PyPI package). The gRPC tests drive grpcio;
+/// the deploy tests validate the Kubernetes manifests offline against the API schemas that
+/// kubernetes-validate bundles, and render the Helm chart with Helm's own Go engine (the
+/// helm-python-sdk wheel bundles it: no helm binary can be downloaded here).
+const PYTHON_PACKAGES: &[(&str, &str)] = &[
+    ("grpc", "grpcio"),
+    ("kubernetes_validate", "kubernetes-validate==1.37.0"),
+    ("helm_python", "helm-python-sdk==0.2.2"),
+];
 
+/// Everything: building, and running the tests and the demo on this host.
 pub fn run() -> Result<()> {
-    toolchain()?;
+    build_tools()?;
     tracefs()?;
     debian_tools()?;
     python_modules()?;
     Ok(())
 }
 
-/// What building the agent needs: the kernel programs build with nightly and bpf-linker.
-pub fn toolchain() -> Result<()> {
+/// What building the agent needs, and nothing more: the container image build runs this
+/// (it can neither mount tracefs nor needs test peers).
+pub fn build_tools() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()
 }

@@ -21,6 +21,7 @@ use crate::{
     capture::{self, Capture, CaptureConfig},
     control::Selector,
     export::{ExportArgs, ExportConfig, Exporter},
+    kubernetes,
     pipeline::Pipeline,
     sampling::Sampler,
     stitch::StitchConfig,
@@ -87,9 +88,22 @@ pub async fn run(options: RunOptions) -> Result<()> {
     }
     let export_summary = export_config.summary();
     tracing::info!("{export_summary}");
-    let exporter = Exporter::start(export_config, host_name())?;
+    let (kubernetes, mut pod_events) = kubernetes::watch::start(&env).await;
+    // In a pod, the hostname is the pod's: the node's name is the host's.
+    let host = std::env::var(kubernetes::watch::NODE_NAME_VAR)
+        .ok()
+        .filter(|_| kubernetes.is_on())
+        .unwrap_or_else(host_name);
+    let exporter = Exporter::start(export_config, host.clone())?;
     let pipeline = Pipeline::new(options.stitch, sampler);
-    let mut agent = Agent::new(capture, pipeline, exporter, host_name(), export_summary);
+    let mut agent = Agent::new(
+        capture,
+        pipeline,
+        exporter,
+        kubernetes,
+        host,
+        export_summary,
+    );
     for (selector, service_name) in options.selectors {
         let message = agent.add_selector(selector, service_name)?;
         tracing::info!("{message}");
@@ -146,6 +160,9 @@ pub async fn run(options: RunOptions) -> Result<()> {
             Some((request, reply)) = requests.recv() => {
                 let _ = reply.send(agent.handle(request));
             }
+            Some(event) = next_pod_event(&mut pod_events) => {
+                agent.on_pod_event(event);
+            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -175,6 +192,22 @@ pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// The next pod event, or never when the Kubernetes layer is off (or its watch ended).
+async fn next_pod_event(
+    events: &mut Option<mpsc::Receiver<kubernetes::PodEvent>>,
+) -> Option<kubernetes::PodEvent> {
+    match events {
+        Some(rx) => match rx.recv().await {
+            Some(event) => Some(event),
+            None => {
+                *events = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
 }
 
 /// Registers a BPF ring buffer's fd with the runtime.

@@ -6,6 +6,8 @@ use std::{
 };
 
 use anyhow::{Result, bail};
+
+use crate::kubernetes::cgroup::{self, Container};
 use procfs::{
     net::TcpState,
     process::{FDTarget, Process, all_processes},
@@ -181,6 +183,13 @@ pub fn child_kind(pid: u32) -> ChildKind {
         Ok(_) => ChildKind::Thread,
         Err(_) => ChildKind::Gone,
     }
+}
+
+/// Every process that runs in a container, with its container (from /proc/PID/cgroup).
+pub fn processes_in_containers() -> Vec<(u32, Container)> {
+    processes()
+        .filter_map(|p| Some((p.pid as u32, cgroup::container_of(p.pid as u32)?)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use tracer_common::{
 };
 
 use super::selectors::{self, ChildKind};
+use crate::kubernetes::Kubernetes;
 use crate::{
     capture::{self, Capture, SocketId},
     control::{
@@ -24,6 +25,8 @@ use crate::{
     pipeline::{Pipeline, ProcessChange},
     process::ProcessMeta,
 };
+
+mod pods;
 
 /// How often traced processes are looked up in /proc (in case an exit event was lost) and
 /// cgroup selectors look for processes moved into their cgroup.
@@ -52,6 +55,8 @@ pub struct Agent {
     pub capture: Capture,
     pub pipeline: Pipeline,
     pub exporter: Exporter,
+    /// Pod metadata, and what pod selectors match against (off outside Kubernetes).
+    pub kubernetes: Kubernetes,
     host: String,
     export_summary: String,
     cgroup_root: Option<PathBuf>,
@@ -69,6 +74,7 @@ impl Agent {
         capture: Capture,
         pipeline: Pipeline,
         exporter: Exporter,
+        kubernetes: Kubernetes,
         host: String,
         export_summary: String,
     ) -> Self {
@@ -76,6 +82,7 @@ impl Agent {
             capture,
             pipeline,
             exporter,
+            kubernetes,
             host,
             export_summary,
             cgroup_root: capture::cgroup2_root(),
@@ -154,6 +161,11 @@ impl Agent {
             }
             Selector::Exe(name) if name.is_empty() => bail!("the exe name is empty"),
             Selector::Port(0) => bail!("port 0 is not a port"),
+            Selector::Namespace(ns) if ns.trim().is_empty() => bail!("the namespace is empty"),
+            s if s.is_pod_selector() => {
+                self.kubernetes.require()?;
+                None
+            }
             _ => None,
         };
         let pids = match &selector {
@@ -174,6 +186,10 @@ impl Agent {
                 self.cgroup_root.as_deref().unwrap_or_else(|| "/".as_ref()),
                 cgroup.as_deref().unwrap_or("/"),
             ),
+            Selector::Namespace(_) | Selector::PodLabel(_) | Selector::PodAnnotation(_) => {
+                let pods: Vec<_> = self.kubernetes.pods.pods().cloned().collect();
+                self.processes_in_pods(&selector, &pods)
+            }
         };
         let origin = selector.to_string();
         let mut traced = Vec::new();
@@ -199,6 +215,10 @@ impl Agent {
             .unwrap_or_default();
         Ok(match (&selector, traced.len()) {
             (Selector::Pid(pid), _) => format!("tracing pid {pid}{named}"),
+            (s, 0) if s.is_pod_selector() && !self.kubernetes.pods.is_synced() => format!(
+                "enabled {selector}; the pod list has not arrived yet: matching pods are \
+                 traced as it does"
+            ),
             (_, 0) => format!(
                 "no running process matches {selector}; the selector stays enabled and will \
                  trace matching processes as they appear"
@@ -250,8 +270,7 @@ impl Agent {
         origin: String,
     ) -> Result<()> {
         check_pid(pid)?;
-        let meta = ProcessMeta::from_proc(pid, service_name.as_deref(), &self.host)?;
-        let meta = Arc::new(meta);
+        let meta = Arc::new(self.describe_process(pid, service_name.as_deref())?);
         self.pipeline.add_process(meta.clone());
         // Enable first: sockets opened from now on are learnt by the kernel itself, and the
         // scan below never overwrites those (see Capture::track_socket).
@@ -279,6 +298,13 @@ impl Agent {
             },
         );
         Ok(())
+    }
+
+    /// A process's identity from /proc, in its pod when the pod is known.
+    fn describe_process(&self, pid: u32, service_name: Option<&str>) -> Result<ProcessMeta> {
+        let meta = ProcessMeta::from_proc(pid, service_name, &self.host)?;
+        let pod = self.kubernetes.context(meta.container.as_ref());
+        Ok(meta.in_pod(pod))
     }
 
     fn adopt_sockets(&mut self, pid: u32) -> Result<()> {
@@ -365,7 +391,7 @@ impl Agent {
         // read from /proc below is required. A fork copies its parent: that identity serves
         // until /proc tells more (or if it never can).
         let meta = alive
-            .then(|| ProcessMeta::from_proc(child, service_name.as_deref(), &self.host).ok())
+            .then(|| self.describe_process(child, service_name.as_deref()).ok())
             .flatten()
             .unwrap_or_else(|| p.meta.forked_as(child, &self.host));
         let meta = Arc::new(meta);
@@ -388,14 +414,27 @@ impl Agent {
     }
 
     fn exec(&mut self, tgid: u32, traced: bool, exe_match: bool) {
-        if traced && let Some(t) = self.traced.get_mut(&tgid) {
+        if traced && let Some(t) = self.traced.get(&tgid) {
             // A new program in a traced process: its identity changes, its selector does not.
-            if let Ok(meta) = ProcessMeta::from_proc(tgid, t.service_name.as_deref(), &self.host) {
-                t.meta = Arc::new(meta);
-                self.pipeline.add_process(t.meta.clone());
+            if let Ok(meta) = self.describe_process(tgid, t.service_name.as_deref()) {
+                let meta = Arc::new(meta);
+                self.pipeline.add_process(meta.clone());
+                if let Some(t) = self.traced.get_mut(&tgid) {
+                    t.meta = meta;
+                }
             }
             return;
         }
+        // Its pod, looked up once and only when a pod selector may want it.
+        let pod = self
+            .selectors
+            .iter()
+            .any(|s| s.selector.is_pod_selector())
+            .then(|| {
+                let container = crate::kubernetes::cgroup::container_of(tgid);
+                self.kubernetes.context(container.as_ref())
+            })
+            .flatten();
         let matched = self.selectors.iter().find_map(|s| {
             let hit = match &s.selector {
                 Selector::Exe(name) => selectors::exe_matches(tgid, name),
@@ -403,6 +442,9 @@ impl Agent {
                     .cgroup
                     .as_deref()
                     .is_some_and(|cg| selectors::in_cgroup(tgid, cg)),
+                selector if selector.is_pod_selector() => {
+                    pod.as_ref().is_some_and(|p| p.pod.matches(selector))
+                }
                 _ => false,
             };
             hit.then(|| (s.selector.clone(), s.service_name.clone()))
@@ -457,7 +499,12 @@ impl Agent {
         let mut watch = 0;
         for s in &self.selectors {
             watch |= match s.selector {
-                Selector::Exe(_) | Selector::Cgroup(_) => WATCH_EXEC,
+                // A pod's processes are found as they exec, as well as when the pod appears.
+                Selector::Exe(_)
+                | Selector::Cgroup(_)
+                | Selector::Namespace(_)
+                | Selector::PodLabel(_)
+                | Selector::PodAnnotation(_) => WATCH_EXEC,
                 Selector::Port(_) => WATCH_LISTEN,
                 Selector::Pid(_) => 0,
             };
@@ -543,6 +590,10 @@ impl Agent {
                 executable: t.meta.executable_name.clone(),
                 service_name: t.meta.service_name.clone(),
                 selector: t.origin.clone(),
+                pod: t.meta.pod.as_ref().map(|p| {
+                    let container = p.container_name.as_deref().unwrap_or("?");
+                    format!("{}/{}/{container}", p.pod.namespace, p.pod.name)
+                }),
                 spans: t.spans,
                 drops: t.export_drops + self.pipeline.lost_for(t.meta.pid),
             })
@@ -567,6 +618,7 @@ impl Agent {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 uptime_seconds: self.started.elapsed().as_secs(),
                 export: self.export_summary.clone(),
+                kubernetes: self.kubernetes.summary(),
                 kernel: Counter::ALL
                     .iter()
                     .map(|c| (c.name().to_string(), kernel[*c as usize]))

@@ -326,18 +326,37 @@ fn attach(ebpf: &mut Ebpf, name: &str, attach: Attach) -> Result<bool> {
     Ok(true)
 }
 
-/// Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on
-/// hybrid hosts).
+/// Where the root of the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or
+/// /sys/fs/cgroup/unified on hybrid hosts).
 pub fn cgroup2_root() -> Option<std::path::PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mounts.lines().find_map(|line| {
-        // "<id> <parent> <dev> <root> <mount point> <options> ... - <fstype> <source> ..."
-        let (left, right) = line.split_once(" - ")?;
-        let fstype = right.split_whitespace().next()?;
-        let root = left.split_whitespace().nth(3)?;
-        (fstype == "cgroup2" && root == "/")
-            .then(|| left.split_whitespace().nth(4).map(Into::into))?
-    })
+    cgroup2_root_in(&mounts, &|dir| !dir.join("cgroup.type").exists())
+}
+
+/// The hierarchy's root among the cgroup2 mounts of `mountinfo`. In a container with its own
+/// cgroup namespace (Kubernetes without `privileged`), the runtime mounts the container's own
+/// cgroup with root "/", and the node's root, bind-mounted from the host, shows as "/../..":
+/// so the mount whose directory is the hierarchy's root wins (`is_hierarchy_root`: the kernel
+/// gives every cgroup but the root a `cgroup.type` file), then one whose root is "/".
+fn cgroup2_root_in(
+    mountinfo: &str,
+    is_hierarchy_root: &dyn Fn(&std::path::Path) -> bool,
+) -> Option<std::path::PathBuf> {
+    let mounts: Vec<(&str, std::path::PathBuf)> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            // "<id> <parent> <dev> <root> <mount point> <options> ... - <fstype> <source> ..."
+            let (left, right) = line.split_once(" - ")?;
+            let fstype = right.split_whitespace().next()?;
+            let mut fields = left.split_whitespace().skip(3);
+            let (root, point) = (fields.next()?, fields.next()?);
+            (fstype == "cgroup2").then(|| (root, point.into()))
+        })
+        .collect();
+    let by_directory = mounts.iter().find(|(_, point)| is_hierarchy_root(point));
+    by_directory
+        .or_else(|| mounts.iter().find(|(root, _)| *root == "/"))
+        .map(|(_, point)| point.clone())
 }
 
 /// A process name as the kernel's comm holds it: at most 15 bytes, NUL-padded.
@@ -377,5 +396,54 @@ fn raise_memlock_limit() {
             "could not raise RLIMIT_MEMLOCK ({}); fine on kernels >= 5.11",
             std::io::Error::last_os_error()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// /proc/self/mountinfo of an agent in a Kubernetes pod with its own cgroup namespace: the
+    /// runtime's mount of the container's own cgroup (root "/"), and the node's hierarchy
+    /// bind-mounted from the host (hostPath), which the namespace shows as "/../../..".
+    const IN_A_POD: &str = "\
+1510 1500 0:29 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw,nsdelegate
+1520 1500 0:29 /../../.. /host/cgroup ro,relatime master:9 - cgroup2 cgroup2 rw,nsdelegate
+1530 1500 0:12 / /sys/kernel/tracing ro,relatime master:6 - tracefs tracefs rw\n";
+
+    #[test]
+    fn the_hierarchy_root_wins_over_a_namespaced_mount() {
+        let is_root = |dir: &Path| dir == Path::new("/host/cgroup");
+        let root = cgroup2_root_in(IN_A_POD, &is_root);
+        assert_eq!(root.as_deref(), Some(Path::new("/host/cgroup")));
+        // Hybrid host: cgroup v1 controllers, v2 at /sys/fs/cgroup/unified.
+        let hybrid = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        let root = cgroup2_root_in(hybrid, &|dir| dir.ends_with("unified"));
+        assert_eq!(root.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
+    }
+
+    #[test]
+    fn without_a_visible_root_the_mount_with_root_slash_is_used() {
+        // As before: a container's own cgroup (root "/") when nothing better is mounted.
+        let own = "1510 1500 0:29 / /sys/fs/cgroup ro - cgroup2 cgroup rw\n";
+        let root = cgroup2_root_in(own, &|_| false);
+        assert_eq!(root.as_deref(), Some(Path::new("/sys/fs/cgroup")));
+        let elsewhere = "1520 1500 0:29 /../.. /host/cgroup ro - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_root_in(elsewhere, &|_| false), None);
+        assert_eq!(cgroup2_root_in("", &|_| true), None);
+    }
+
+    #[test]
+    fn this_hosts_cgroup2_root_has_no_cgroup_type_file() {
+        // The rule the real detection relies on, checked on this machine's hierarchy.
+        if let Some(root) = cgroup2_root() {
+            assert!(!root.join("cgroup.type").exists());
+            assert!(root.join("cgroup.procs").exists(), "{}", root.display());
+        }
     }
 }

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 pub use commands::{disable, enable, status};
 pub use exec::exec;
 
-use crate::control::Selector;
+use crate::control::{KeyValue, Selector};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -63,17 +63,33 @@ pub struct SelectorArgs {
     /// Processes in a cgroup (v2) and its sub-cgroups, now and when they join.
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<String>,
+    /// Processes in the pods of a Kubernetes namespace on this node, now and as pods start.
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Processes in pods with this label, now and as pods start or get it.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub pod_label: Option<KeyValue>,
+    /// Processes in pods with this annotation, now and as pods start or get it.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub pod_annotation: Option<KeyValue>,
 }
 
 impl SelectorArgs {
     pub fn selector(&self) -> Selector {
-        match (self.pid, &self.exe, self.port, &self.cgroup) {
-            (Some(pid), ..) => Selector::Pid(pid),
-            (_, Some(exe), ..) => Selector::Exe(exe.clone()),
-            (_, _, Some(port), _) => Selector::Port(port),
-            (_, _, _, Some(cgroup)) => Selector::Cgroup(cgroup.clone()),
-            _ => unreachable!("clap requires one selector"),
-        }
+        let given = [
+            self.pid.map(Selector::Pid),
+            self.exe.clone().map(Selector::Exe),
+            self.port.map(Selector::Port),
+            self.cgroup.clone().map(Selector::Cgroup),
+            self.namespace.clone().map(Selector::Namespace),
+            self.pod_label.clone().map(Selector::PodLabel),
+            self.pod_annotation.clone().map(Selector::PodAnnotation),
+        ];
+        given
+            .into_iter()
+            .flatten()
+            .next()
+            .expect("clap requires one selector")
     }
 }
 
@@ -92,6 +108,15 @@ pub struct RunArgs {
     /// Trace processes in a cgroup v2 (repeatable).
     #[arg(long = "cgroup", value_name = "PATH")]
     pub cgroups: Vec<String>,
+    /// Trace the pods of a Kubernetes namespace on this node (repeatable).
+    #[arg(long = "namespace", value_name = "NS")]
+    pub namespaces: Vec<String>,
+    /// Trace pods with this label (repeatable).
+    #[arg(long = "pod-label", value_name = "KEY=VALUE")]
+    pub pod_labels: Vec<KeyValue>,
+    /// Trace pods with this annotation, e.g. tracer.io/enabled=true (repeatable).
+    #[arg(long = "pod-annotation", value_name = "KEY=VALUE")]
+    pub pod_annotations: Vec<KeyValue>,
 
     /// Read selectors and settings from a TOML or YAML file (flags override it).
     #[arg(long, value_name = "FILE")]
@@ -289,6 +314,42 @@ mod tests {
         };
         assert_eq!(args.selector.selector(), Selector::Exe("nginx".into()));
         assert_eq!(args.service_name.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn pod_selectors_parse_as_key_value() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let cli = parse(&[
+            "tracer",
+            "disable",
+            "--pod-annotation",
+            "tracer.io/enabled=true",
+        ]);
+        let Command::Disable(args) = cli.unwrap().command else {
+            panic!()
+        };
+        assert_eq!(
+            args.selector.selector(),
+            Selector::PodAnnotation("tracer.io/enabled=true".parse().unwrap())
+        );
+        assert!(parse(&["tracer", "enable", "--pod-label", "app"]).is_err());
+        assert!(parse(&["tracer", "enable", "--namespace", "a", "--pod-label", "b=c"]).is_err());
+        let cli = parse(&[
+            "tracer",
+            "run",
+            "--namespace",
+            "shop",
+            "--pod-label",
+            "app=web",
+            "--pod-label",
+            "tier=db",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.namespaces, ["shop"]);
+        assert_eq!(args.pod_labels.len(), 2);
     }
 
     #[test]

@@ -8,45 +8,56 @@ use crate::control::protocol::StatusReport;
 
 pub fn render(report: &StatusReport) -> String {
     let mut out = String::new();
-    let rows: Vec<[String; 6]> = report
+    // The POD column only when some process runs in a known pod.
+    let pods = report.processes.iter().any(|p| p.pod.is_some());
+    let rows: Vec<Vec<String>> = report
         .processes
         .iter()
         .map(|p| {
-            [
+            let mut row = vec![
                 p.pid.to_string(),
                 p.executable.clone(),
                 p.service_name.clone(),
-                p.selector.clone(),
-                p.spans.to_string(),
-                p.drops.to_string(),
-            ]
+            ];
+            if pods {
+                row.push(p.pod.clone().unwrap_or_else(|| "-".into()));
+            }
+            row.extend([p.selector.clone(), p.spans.to_string(), p.drops.to_string()]);
+            row
         })
         .collect();
-    let header = ["PID", "EXECUTABLE", "SERVICE", "SELECTOR", "SPANS", "DROPS"];
-    let mut widths = header.map(str::len);
+    let mut header = vec!["PID", "EXECUTABLE", "SERVICE"];
+    if pods {
+        header.push("POD");
+    }
+    header.extend(["SELECTOR", "SPANS", "DROPS"]);
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: [&str; 6]| {
+    let last = header.len() - 1;
+    let line = |cells: &[&str]| {
         let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            // Numbers right-aligned, text left-aligned.
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            // Numbers (the first and the last two columns) right-aligned, text left-aligned.
             let _ = match i {
-                0 | 4 | 5 => write!(s, "{cell:>w$}"),
+                0 => write!(s, "{cell:>w$}"),
+                i if i + 2 > last => write!(s, "{cell:>w$}"),
                 _ => write!(s, "{cell:<w$}"),
             };
-            s.push_str(if i < 5 { "  " } else { "" });
+            s.push_str(if i < last { "  " } else { "" });
         }
         s.trim_end().to_string()
     };
     if rows.is_empty() {
         out.push_str("no process is traced\n");
     } else {
-        let _ = writeln!(out, "{}", line(header));
+        let _ = writeln!(out, "{}", line(&header));
         for row in &rows {
-            let _ = writeln!(out, "{}", line(row.each_ref().map(String::as_str)));
+            let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+            let _ = writeln!(out, "{}", line(&cells));
         }
     }
     out.push('\n');
@@ -80,6 +91,9 @@ pub fn render(report: &StatusReport) -> String {
         uptime(a.uptime_seconds),
         a.export
     );
+    if !a.kubernetes.is_empty() {
+        let _ = writeln!(out, "kubernetes: {}", a.kubernetes);
+    }
     let is_drop = |name: &str| Counter::ALL.iter().any(|c| c.is_drop() && c.name() == name);
     let lost: Vec<String> = a
         .kernel
@@ -158,6 +172,7 @@ mod tests {
                 version: "0.1.0".into(),
                 uptime_seconds: 125,
                 export: "terminal".into(),
+                kubernetes: "off: not in a Kubernetes pod".into(),
                 kernel: vec![
                     ("data_events".into(), 90),
                     ("ring_full".into(), 2),
@@ -178,6 +193,7 @@ mod tests {
                 executable: "python3.11".into(),
                 service_name: "frontend".into(),
                 selector: "pid 1234".into(),
+                pod: None,
                 spans: 40,
                 drops: 1,
             }],
@@ -219,14 +235,65 @@ mod tests {
             lines[4],
             "agent: pid 7, version 0.1.0, up 2m 5s; export: terminal"
         );
+        assert_eq!(lines[5], "kubernetes: off: not in a Kubernetes pod");
         assert!(
-            lines[5].starts_with(
+            lines[6].starts_with(
                 "health: kernel events lost 2 (ring_full=2); spans exported 40, dropped 1;"
             ),
             "{}",
-            lines[5]
+            lines[6]
         );
-        assert_eq!(lines[6], "tables: pending spans 6");
-        assert_eq!(lines[7], "traceparent injection: injected=3 stopped=1");
+        assert_eq!(lines[7], "tables: pending spans 6");
+        assert_eq!(lines[8], "traceparent injection: injected=3 stopped=1");
+    }
+
+    #[test]
+    fn processes_in_pods_get_a_pod_column() {
+        let process = |pid: u32, pod: Option<&str>| ProcessStatus {
+            pid,
+            executable: "app".into(),
+            service_name: "web".into(),
+            selector: "namespace shop".into(),
+            pod: pod.map(String::from),
+            spans: 3,
+            drops: 0,
+        };
+        let report = StatusReport {
+            agent: AgentStatus {
+                pid: 1,
+                version: "0".into(),
+                uptime_seconds: 1,
+                export: "terminal".into(),
+                kubernetes: "on: node n1, 2 pod(s)".into(),
+                kernel: vec![],
+                kernel_lost: 0,
+                spans_exported: 0,
+                spans_dropped: 0,
+                export_errors: 0,
+                export_queue: 0,
+                export_queue_capacity: 1,
+                abandoned_requests: 0,
+            },
+            processes: vec![
+                process(10, Some("shop/web-7d9f-x2k4q/app")),
+                process(11, None),
+            ],
+            selectors: vec![],
+            metrics: vec![],
+        };
+        let text = render(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "PID  EXECUTABLE  SERVICE  POD                      SELECTOR        SPANS  DROPS"
+        );
+        assert_eq!(
+            lines[1],
+            " 10  app         web      shop/web-7d9f-x2k4q/app  namespace shop      3      0"
+        );
+        assert_eq!(
+            lines[2],
+            " 11  app         web      -                        namespace shop      3      0"
+        );
     }
 }

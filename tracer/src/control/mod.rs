@@ -6,7 +6,7 @@ pub mod protocol;
 
 use std::path::PathBuf;
 
-pub use protocol::{Request, Response, Selector};
+pub use protocol::{KeyValue, Request, Response, Selector};
 
 /// Where the agent listens unless told otherwise (`--control-socket`, `TRACER_SOCKET`).
 pub const DEFAULT_SOCKET: &str = "/run/tracer/tracer.sock";

@@ -18,6 +18,71 @@ pub enum Selector {
     /// Processes in this cgroup (v2 path, absolute or under the cgroup mount), and its
     /// sub-cgroups, now and whenever one joins.
     Cgroup(String),
+    /// Processes in the containers of this Kubernetes namespace's pods on this node.
+    Namespace(String),
+    /// Processes in the containers of pods with this label.
+    PodLabel(KeyValue),
+    /// Processes in the containers of pods with this annotation.
+    PodAnnotation(KeyValue),
+}
+
+impl Selector {
+    /// Whether it selects by pod (and needs the Kubernetes layer).
+    pub fn is_pod_selector(&self) -> bool {
+        matches!(
+            self,
+            Selector::Namespace(_) | Selector::PodLabel(_) | Selector::PodAnnotation(_)
+        )
+    }
+}
+
+/// A label or annotation, `key=value`, as the CLI, the config file and the control protocol
+/// all spell it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+impl std::str::FromStr for KeyValue {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (key, value) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?}: expected key=value"))?;
+        // Kubernetes keys: an optional DNS prefix and '/', then a name; never blank or spaced.
+        if key.is_empty() || key.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "{s:?}: the key before '=' must be a label or annotation key"
+            ));
+        }
+        Ok(Self {
+            key: key.to_string(),
+            value: value.to_string(),
+        })
+    }
+}
+
+impl TryFrom<String> for KeyValue {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<KeyValue> for String {
+    fn from(kv: KeyValue) -> String {
+        kv.to_string()
+    }
+}
+
+impl fmt::Display for KeyValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.key, self.value)
+    }
 }
 
 impl fmt::Display for Selector {
@@ -27,6 +92,9 @@ impl fmt::Display for Selector {
             Selector::Exe(name) => write!(f, "exe {name}"),
             Selector::Port(port) => write!(f, "port {port}"),
             Selector::Cgroup(path) => write!(f, "cgroup {path}"),
+            Selector::Namespace(namespace) => write!(f, "namespace {namespace}"),
+            Selector::PodLabel(kv) => write!(f, "pod-label {kv}"),
+            Selector::PodAnnotation(kv) => write!(f, "pod-annotation {kv}"),
         }
     }
 }
@@ -97,6 +165,9 @@ pub struct AgentStatus {
     pub uptime_seconds: u64,
     /// Where spans go: "otlp grpc http://…", "terminal", "file …" (comma-separated).
     pub export: String,
+    /// Pod metadata: "on: node n1, 12 pod(s)", or "off: " and why.
+    #[serde(default)]
+    pub kubernetes: String,
     /// Kernel capture counters (`tracer_common::Counter` names), totals since start.
     pub kernel: Vec<(String, u64)>,
     /// Kernel events lost (every drop cause summed).
@@ -118,6 +189,9 @@ pub struct ProcessStatus {
     pub service_name: String,
     /// The selector that matched, or how it was inherited ("child of pid 12").
     pub selector: String,
+    /// "namespace/pod/container" when it runs in a known pod.
+    #[serde(default)]
+    pub pod: Option<String>,
     /// Spans handed to export so far.
     pub spans: u64,
     /// Spans lost so far: refused by a full export queue, or cut by data the kernel lost.
@@ -159,5 +233,33 @@ mod tests {
     fn selectors_read_as_the_cli_spells_them() {
         assert_eq!(Selector::Port(8080).to_string(), "port 8080");
         assert_eq!(Selector::Cgroup("/a/b".into()).to_string(), "cgroup /a/b");
+        let kv: KeyValue = "tracer.io/enabled=true".parse().unwrap();
+        assert_eq!(
+            Selector::PodAnnotation(kv.clone()).to_string(),
+            "pod-annotation tracer.io/enabled=true"
+        );
+        assert_eq!(
+            Selector::Namespace("shop".into()).to_string(),
+            "namespace shop"
+        );
+        assert_eq!(
+            Selector::PodLabel(kv).to_string(),
+            "pod-label tracer.io/enabled=true"
+        );
+    }
+
+    #[test]
+    fn pod_selectors_travel_as_key_value_strings() {
+        let selector = Selector::PodLabel("app=web".parse().unwrap());
+        let json = serde_json::to_string(&selector).unwrap();
+        assert_eq!(json, r#"{"pod_label":"app=web"}"#);
+        assert_eq!(serde_json::from_str::<Selector>(&json).unwrap(), selector);
+        // A value may hold '=' and may be empty; a key may not be empty.
+        let kv: KeyValue = "k=a=b".parse().unwrap();
+        assert_eq!((kv.key.as_str(), kv.value.as_str()), ("k", "a=b"));
+        assert_eq!("k=".parse::<KeyValue>().unwrap().value, "");
+        assert!("=v".parse::<KeyValue>().is_err());
+        assert!("novalue".parse::<KeyValue>().is_err());
+        assert!(serde_json::from_str::<Selector>(r#"{"pod_label":"app"}"#).is_err());
     }
 }

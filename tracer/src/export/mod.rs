@@ -28,7 +28,7 @@ pub mod otlp;
 mod retry;
 mod stats;
 mod terminal;
-mod transport;
+pub(crate) mod transport;
 pub mod waterfall;
 
 #[cfg(test)]

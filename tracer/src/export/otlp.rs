@@ -19,10 +19,11 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Builds each process's Resource from its [`ProcessMeta`], the host and the OTEL_* settings.
 ///
 /// Precedence, highest first:
-/// 1. facts about the process (`process.*`, `service.instance.id`) and `telemetry.sdk.*`:
-///    a host-wide variable cannot be right for every process;
+/// 1. facts about the process (`process.*`, `service.instance.id`, `container.id`, its pod's
+///    `k8s.*`) and `telemetry.sdk.*`: a host-wide variable cannot be right for every process;
 /// 2. `service.name`: an operator-set per-process name, then `OTEL_SERVICE_NAME`, then
-///    `service.name` in `OTEL_RESOURCE_ATTRIBUTES`, then the executable name;
+///    `service.name` in `OTEL_RESOURCE_ATTRIBUTES`, then the Kubernetes workload's name, then
+///    the executable name;
 /// 3. other `OTEL_RESOURCE_ATTRIBUTES` keys (they may override `host.name`);
 /// 4. `host.name` as the agent sees it.
 #[derive(Debug)]
@@ -56,7 +57,7 @@ impl ResourceBuilder {
     }
 
     pub fn resource(&self, p: &ProcessMeta) -> Resource {
-        let mut attrs: Vec<KeyValue> = Vec::with_capacity(12 + self.config.attributes.len());
+        let mut attrs: Vec<KeyValue> = Vec::with_capacity(24 + self.config.attributes.len());
         let mut put = |key: &str, value: any_value::Value| {
             if !attrs.iter().any(|a| a.key == key) {
                 attrs.push(KeyValue {
@@ -77,6 +78,14 @@ impl ResourceBuilder {
         }
         if !p.command_line.is_empty() {
             put("process.command_line", s(&p.command_line));
+        }
+        if let Some(container) = &p.container {
+            put("container.id", s(&container.id));
+        }
+        if let Some(pod) = &p.pod {
+            for (key, value) in pod.attributes() {
+                put(key, s(value));
+            }
         }
         put("telemetry.sdk.name", s(SCOPE_NAME));
         put("telemetry.sdk.language", s("rust"));

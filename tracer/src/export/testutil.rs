@@ -15,6 +15,8 @@ pub fn process(pid: u32, service: &str) -> Arc<ProcessMeta> {
         executable_path: format!("/usr/bin/{service}"),
         command_line: format!("{service} --port 80"),
         start_ticks: 1000 + pid as u64,
+        container: None,
+        pod: None,
     })
 }
 

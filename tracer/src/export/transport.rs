@@ -315,7 +315,7 @@ fn delivered(reply: ExportTraceServiceResponse) -> Delivered {
 
 /// reqwest's rustls is built without a crypto provider; use ring, as tonic does. Installing
 /// twice is harmless (the second attempt reports the first is in place).
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 

@@ -28,6 +28,8 @@ fn process(pid: u32) -> Arc<ProcessMeta> {
         executable_path: "/usr/bin/python3".into(),
         command_line: "python3 app.py".into(),
         start_ticks: 1,
+        container: None,
+        pod: None,
     })
 }
 

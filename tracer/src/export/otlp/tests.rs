@@ -88,6 +88,96 @@ fn resource_precedence() {
     assert_eq!(str_attr(&r.attributes, "service.name"), Some("checkout"));
 }
 
+/// A process in the `checkout` container of a Deployment's pod.
+fn in_pod(explicit_name: Option<&str>) -> ProcessMeta {
+    use crate::kubernetes::{PodContext, cgroup::Container, pods::Pod};
+    let pod = Pod {
+        uid: "3f6c1a2b-8e4d-4c7a-9b1e-5d2f0a6c8e41".into(),
+        namespace: "shop".into(),
+        name: "checkout-7d9f8b6c5d-x2k4q".into(),
+        labels: Default::default(),
+        annotations: Default::default(),
+        containers: Vec::new(),
+        owners: vec![
+            ("k8s.replicaset.name", "checkout-7d9f8b6c5d".into()),
+            ("k8s.deployment.name", "checkout".into()),
+        ],
+    };
+    let mut meta = (*process(42, "python3")).clone();
+    if let Some(name) = explicit_name {
+        meta.service_name = name.into();
+        meta.service_name_is_explicit = true;
+    }
+    meta.container = Some(Container {
+        id: "c7761e58".repeat(8),
+        pod_uid: Some(pod.uid.clone()),
+    });
+    meta.in_pod(Some(Arc::new(PodContext {
+        pod: Arc::new(pod),
+        container_name: Some("checkout".into()),
+        node_name: "node-1".into(),
+    })))
+}
+
+#[test]
+fn processes_in_pods_carry_kubernetes_attributes() {
+    let r = builder(&[("k8s.cluster.name", "prod")], None).resource(&in_pod(None));
+    let a = &r.attributes;
+    for (key, value) in [
+        ("k8s.namespace.name", "shop"),
+        ("k8s.pod.name", "checkout-7d9f8b6c5d-x2k4q"),
+        ("k8s.pod.uid", "3f6c1a2b-8e4d-4c7a-9b1e-5d2f0a6c8e41"),
+        ("k8s.node.name", "node-1"),
+        ("k8s.container.name", "checkout"),
+        ("k8s.replicaset.name", "checkout-7d9f8b6c5d"),
+        ("k8s.deployment.name", "checkout"),
+        ("k8s.cluster.name", "prod"),
+        ("container.id", &"c7761e58".repeat(8)),
+        // The workload names the service, not the executable.
+        ("service.name", "checkout"),
+        ("process.executable.name", "python3"),
+    ] {
+        assert_eq!(str_attr(a, key), Some(value), "{key}");
+    }
+    // A host-wide variable cannot move a process to another pod.
+    let r = builder(&[("k8s.pod.name", "other")], None).resource(&in_pod(None));
+    assert_eq!(
+        str_attr(&r.attributes, "k8s.pod.name"),
+        Some("checkout-7d9f8b6c5d-x2k4q")
+    );
+}
+
+#[test]
+fn service_name_precedence_with_a_workload() {
+    // explicit selector name > OTEL_SERVICE_NAME > OTEL_RESOURCE_ATTRIBUTES > workload > exe
+    let attrs = [("service.name", "from-attrs")];
+    let name = |b: &ResourceBuilder, p: &ProcessMeta| {
+        str_attr(&b.resource(p).attributes, "service.name").map(String::from)
+    };
+    let explicit = in_pod(Some("payments"));
+    assert_eq!(
+        name(&builder(&attrs, Some("from-env")), &explicit).as_deref(),
+        Some("payments")
+    );
+    let workload = in_pod(None);
+    assert_eq!(
+        name(&builder(&attrs, Some("from-env")), &workload).as_deref(),
+        Some("from-env")
+    );
+    assert_eq!(
+        name(&builder(&attrs, None), &workload).as_deref(),
+        Some("from-attrs")
+    );
+    assert_eq!(
+        name(&builder(&[], None), &workload).as_deref(),
+        Some("checkout")
+    );
+    assert_eq!(
+        name(&builder(&[], None), &process(42, "python3")).as_deref(),
+        Some("python3")
+    );
+}
+
 #[test]
 fn spans_are_grouped_by_process_and_converted() {
     let (a, b) = (process(1, "a"), process(2, "b"));

@@ -238,7 +238,10 @@ impl Reader {
                 {
                     self.state = State::Header;
                 } else {
-                    self.counters.skipped_bytes = self.counters.skipped_bytes.saturating_add(stream.skip_piece());
+                    self.counters.skipped_bytes = self
+                        .counters
+                        .skipped_bytes
+                        .saturating_add(stream.skip_piece());
                 }
                 None
             }
@@ -605,7 +608,10 @@ impl Reader {
         self.hpack.lose_history();
         self.whole_view = false;
         self.counters.resyncs += 1;
-        self.counters.skipped_bytes = self.counters.skipped_bytes.saturating_add(stream.skip_piece());
+        self.counters.skipped_bytes = self
+            .counters
+            .skipped_bytes
+            .saturating_add(stream.skip_piece());
         Read::Event(Event::Lost { at })
     }
 }

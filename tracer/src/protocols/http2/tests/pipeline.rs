@@ -28,6 +28,8 @@ fn process(pid: u32) -> Arc<ProcessMeta> {
         executable_path: "/usr/bin/server".into(),
         command_line: "server".into(),
         start_ticks: 1,
+        container: None,
+        pod: None,
     })
 }
 
