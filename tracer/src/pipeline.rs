@@ -2,10 +2,9 @@
 //! connection table (and its protocol parsers), stitching and sampling, and comes out as spans
 //! ready for export. Single-threaded by design: every stage is plain state, no locks.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::{
     capture::{self, CaptureEvent, SocketId},

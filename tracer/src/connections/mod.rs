@@ -7,7 +7,10 @@
 
 pub mod addr;
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::net::SocketAddr;
+
+// Keys are the agent's own (pids, fds, span ids): a fast hash, seeded per process.
+use foldhash::{HashMap, HashMapExt};
 
 use tracer_common::{DATA_FLAG_LOST_BEFORE, Direction};
 
