@@ -310,6 +310,25 @@ impl OtlpReceiver {
         flatten(&self.state.requests.lock().unwrap())
     }
 
+    /// How many spans arrived (without copying them: the benchmarks receive hundreds of
+    /// thousands).
+    pub fn span_count(&self) -> usize {
+        self.state
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| &r.request.resource_spans)
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum()
+    }
+
+    /// Forgets what arrived so far.
+    pub fn clear(&self) {
+        self.state.requests.lock().unwrap().clear();
+    }
+
     /// Waits until at least `n` spans arrived; fails after `timeout` saying how many did.
     pub async fn wait_for_spans(&self, n: usize, timeout: Duration) -> Result<Vec<ReceivedSpan>> {
         let deadline = tokio::time::Instant::now() + timeout;

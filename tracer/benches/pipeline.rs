@@ -1,151 +1,167 @@
-//! Throughput of the userspace data path on one core. Ring-buffer records in the kernel's
-//! byte layout (keep-alive connections, a curl-like request with traceparent, a Python-like
-//! response) go through decoding, connections, HTTP/1 parsing, stitching and sampling; the
-//! spans are then encoded as OTLP protobuf. Prints transactions (spans) per second.
+//! Throughput of the userspace data path on one core, from real capture events: the
+//! ring-buffer records of nginx answering keep-alive requests (`tests/data/captures/
+//! http1_nginx.rec`, made by `tests/data/captures/record.sh`), replayed as many times over as
+//! new connections (each copy gets its own connection generations and later timestamps).
+//!
+//! - `parse_stitch_sample`: decoding, connections, HTTP/1 parsing, stitching and sampling.
+//! - `otlp_encode`: the resulting spans as OTLP protobuf export requests (512 per request).
+//! - `all`: both, record in, encoded bytes out.
+//!
+//! Throughput is in HTTP/1 transactions (one server span each).
 //!
 //!     cargo bench -p tracer --bench pipeline
 
-use std::{hint::black_box, mem::size_of, sync::Arc, time::Instant};
+use std::{hint::black_box, path::Path, sync::Arc};
 
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 use tracer::{
     export::{ResourceConfig, clock::WallClock, otlp},
     pipeline::Pipeline,
     process::ProcessMeta,
     sampling::Sampler,
+    span::Span,
     stitch::StitchConfig,
 };
-use tracer_common::{ConnEvent, DataEvent, Direction, EventHeader, EventKind, Syscall};
+use tracer_common::EventKind;
 
-const CONNECTIONS: usize = 64;
-const PER_CONNECTION: usize = 4000;
-const PID: u32 = 4242;
+// The agent's allocator (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const REQUEST: &[u8] = b"GET /api/users/12345/orders?page=2 HTTP/1.1\r\nHost: shop.local:8080\r\n\
-User-Agent: curl/7.88.1\r\nAccept: */*\r\n\
-traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n";
-const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: BaseHTTP/0.6 Python/3.11.7\r\n\
-Date: Sat, 21 Nov 2026 12:00:00 GMT\r\nContent-Type: application/json\r\nContent-Length: 27\r\n\r\n\
-{\"orders\": [1, 2, 3, 4, 5]}";
+/// Times the recording is replayed per iteration.
+const COPIES: u64 = 64;
+/// Header field offsets (tracer_common::EventHeader / DataEvent, `#[repr(C)]`).
+const KIND: usize = 0;
+const TGID: usize = 4;
+const TS: usize = 16;
+const CONN_GEN: usize = 24;
+const DATA_TS_ENTER: usize = 32;
 
-fn bytes_of<T>(v: &T) -> &[u8] {
-    // SAFETY: #[repr(C)] plain-old-data from tracer-common.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+fn u32_at(r: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes(r[at..at + 4].try_into().unwrap())
 }
 
-fn header(kind: EventKind, fd: i32, ts: u64) -> EventHeader {
-    EventHeader {
-        kind: kind as u32,
-        tgid: PID,
-        tid: PID + fd as u32,
-        fd,
-        ts_ns: ts,
-        conn_gen: fd as u64,
+fn add_u64(r: &mut [u8], at: usize, delta: u64) {
+    let v = u64::from_ne_bytes(r[at..at + 8].try_into().unwrap());
+    r[at..at + 8].copy_from_slice(&(v + delta).to_ne_bytes());
+}
+
+/// The socket records of the recording (`u32`-LE length, then the record).
+fn recorded() -> Vec<Vec<u8>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/captures/http1_nginx.rec");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut records = Vec::new();
+    let mut rest = bytes.as_slice();
+    while rest.len() >= 4 {
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        let record = &rest[4..4 + len];
+        rest = &rest[4 + len..];
+        let kind = u32_at(record, KIND);
+        if [
+            EventKind::Data,
+            EventKind::Accept,
+            EventKind::Connect,
+            EventKind::Close,
+        ]
+        .iter()
+        .any(|k| *k as u32 == kind)
+        {
+            records.push(record.to_vec());
+        }
     }
+    records
 }
 
-fn accept(fd: i32) -> Vec<u8> {
-    let mut peer = [0u8; 28];
-    peer[0..2].copy_from_slice(&2u16.to_ne_bytes());
-    peer[2..4].copy_from_slice(&(40000 + fd as u16).to_be_bytes());
-    peer[4..8].copy_from_slice(&[127, 0, 0, 1]);
-    let mut local = peer;
-    local[2..4].copy_from_slice(&8080u16.to_be_bytes());
-    bytes_of(&ConnEvent {
-        header: header(EventKind::Accept, fd, 1),
-        peer_addr: peer,
-        peer_addr_len: 16,
-        local_addr: local,
-        local_addr_len: 16,
-        listen_fd: 3,
-        result: 0,
-    })
-    .to_vec()
-}
-
-fn data(fd: i32, ts: u64, direction: Direction, payload: &[u8]) -> Vec<u8> {
-    let mut out = bytes_of(&DataEvent {
-        header: header(EventKind::Data, fd, ts + 2),
-        ts_enter_ns: ts,
-        total_len: payload.len() as u64,
-        captured_len: payload.len() as u32,
-        syscall: match direction {
-            Direction::Ingress => Syscall::Recvfrom as u8,
-            Direction::Egress => Syscall::Sendto as u8,
-        },
-        direction: direction as u8,
-        flags: 0,
-        hint_count: 0,
-        ids: Default::default(),
-    })
-    .to_vec();
-    out.extend_from_slice(payload);
+/// `COPIES` replays of `records`, one after another in time, each on new connections.
+fn replayed(records: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let ts = |r: &Vec<u8>| u64::from_ne_bytes(r[TS..TS + 8].try_into().unwrap());
+    let first = records.iter().map(ts).min().unwrap();
+    let last = records.iter().map(ts).max().unwrap();
+    let period = last - first + 1_000_000;
+    let mut out = Vec::with_capacity(records.len() * COPIES as usize);
+    for copy in 0..COPIES {
+        for record in records {
+            let mut r = record.clone();
+            add_u64(&mut r, TS, copy * period);
+            add_u64(&mut r, CONN_GEN, copy << 24);
+            if u32_at(&r, KIND) == EventKind::Data as u32 {
+                add_u64(&mut r, DATA_TS_ENTER, copy * period);
+            }
+            out.push(r);
+        }
+    }
     out
 }
 
-fn main() {
-    // Connections interleave, as the ring buffer interleaves them.
-    let mut records = Vec::new();
-    for fd in 0..CONNECTIONS {
-        records.push(accept(fd as i32 + 10));
-    }
-    let mut ts = 1_000;
-    for _ in 0..PER_CONNECTION {
-        for fd in 0..CONNECTIONS {
-            let fd = fd as i32 + 10;
-            records.push(data(fd, ts, Direction::Ingress, REQUEST));
-            records.push(data(fd, ts + 10, Direction::Egress, RESPONSE));
-            ts += 20;
-        }
-    }
-    let transactions = CONNECTIONS * PER_CONNECTION;
-    let bytes: usize = records.iter().map(Vec::len).sum();
-
-    let meta = ProcessMeta::from_proc(std::process::id(), Some("bench"), "host").unwrap();
-    let meta = Arc::new(ProcessMeta { pid: PID, ..meta });
+fn pipeline(tgid: u32) -> Pipeline {
+    let meta = ProcessMeta::from_proc(std::process::id(), Some("nginx"), "bench").unwrap();
     let mut pipeline = Pipeline::new(StitchConfig::default(), Sampler::default());
-    pipeline.add_process(meta);
+    pipeline.add_process(Arc::new(ProcessMeta { pid: tgid, ..meta }));
+    pipeline
+}
 
-    let start = Instant::now();
-    let mut spans = Vec::with_capacity(transactions);
+fn run(records: &[Vec<u8>], mut pipeline: Pipeline) -> Vec<Span> {
+    // At most one span per two records (a request and its response): no regrowing here.
+    let mut spans = Vec::with_capacity(records.len() / 2);
     for (i, record) in records.iter().enumerate() {
         pipeline.on_record(record);
-        if i % 8192 == 0 {
-            spans.extend(pipeline.ready_spans(true));
+        if i % 8192 == 8191 {
+            spans.extend(pipeline.ready_spans(false));
         }
     }
     spans.extend(pipeline.ready_spans(true));
-    let pipeline_secs = start.elapsed().as_secs_f64();
-    assert_eq!(
-        spans.len(),
-        transactions,
-        "every transaction gives one span"
-    );
-
-    let resources = otlp::ResourceBuilder::new("host".into(), ResourceConfig::default());
-    let clock = WallClock::new();
-    let spans: Vec<_> = spans.into_iter().map(Arc::new).collect();
-    let start = Instant::now();
-    let mut encoded = 0;
-    for batch in spans.chunks(512) {
-        let request = otlp::build_request(batch, &resources, &clock);
-        encoded += black_box(request.encode_to_vec()).len();
-    }
-    let encode_secs = start.elapsed().as_secs_f64();
-
-    println!(
-        "pipeline (decode, connections, HTTP/1, stitch, sample): {transactions} transactions \
-         ({:.1} MB of records) in {pipeline_secs:.3} s = {:.0} spans/s",
-        bytes as f64 / 1e6,
-        transactions as f64 / pipeline_secs
-    );
-    println!(
-        "OTLP protobuf encoding: {transactions} spans ({:.1} MB) in {encode_secs:.3} s = {:.0} spans/s",
-        encoded as f64 / 1e6,
-        transactions as f64 / encode_secs
-    );
-    println!(
-        "both, one core: {:.0} spans/s",
-        transactions as f64 / (pipeline_secs + encode_secs)
-    );
+    spans
 }
+
+fn encode(spans: &[Arc<Span>], resources: &otlp::ResourceBuilder, clock: &WallClock) -> usize {
+    spans
+        .chunks(512)
+        .map(|batch| black_box(otlp::build_request(batch, resources, clock).encode_to_vec()).len())
+        .sum()
+}
+
+fn benches(c: &mut Criterion) {
+    let records = replayed(&recorded());
+    let tgid = u32_at(&records[0], TGID);
+    let spans: Vec<Arc<Span>> = run(&records, pipeline(tgid))
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let transactions = spans.len() as u64;
+    assert_eq!(transactions % COPIES, 0, "every copy gives the same spans");
+    assert!(
+        transactions >= 100 * COPIES,
+        "{transactions} spans from the recording"
+    );
+    let resources = otlp::ResourceBuilder::new("bench".into(), ResourceConfig::default());
+    let clock = WallClock::new();
+
+    let mut group = c.benchmark_group("pipeline");
+    group.throughput(Throughput::Elements(transactions));
+    group.sample_size(20);
+    group.bench_function("parse_stitch_sample", |b| {
+        b.iter_batched(
+            || pipeline(tgid),
+            |p| run(&records, p).len(),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("otlp_encode", |b| {
+        b.iter(|| encode(&spans, &resources, &clock))
+    });
+    group.bench_function("all", |b| {
+        b.iter_batched(
+            || pipeline(tgid),
+            |p| {
+                let spans: Vec<Arc<Span>> = run(&records, p).into_iter().map(Arc::new).collect();
+                encode(&spans, &resources, &clock)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(pipeline_benches, benches);
+criterion_main!(pipeline_benches);

@@ -1,6 +1,7 @@
-//! Project tasks: `cargo xtask <setup|build|demo|test|fuzz>`. Each installs what is missing first,
+//! Project tasks: `cargo xtask <setup|build|demo|test|fuzz|bench>`. Each installs what is missing first,
 //! so a fresh machine needs nothing but these commands.
 
+mod bench;
 mod cmd;
 mod demo;
 mod fuzz;
@@ -30,6 +31,12 @@ enum Task {
         /// Only tests whose name contains this (and no fuzzing).
         filter: Option<String>,
     },
+    /// Measure what tracing costs (nginx untraced and traced, the pipeline) into BENCHMARKS.md.
+    Bench {
+        /// Passed to the live benchmark: --rounds N, --seconds S, --rates A,B, --fixed-seconds S.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run the fuzz targets (fuzz/), each for a while; fails on a crash.
     Fuzz {
         /// Seconds per target.
@@ -49,6 +56,9 @@ fn main() {
             .and_then(|()| build_release())
             .and_then(|()| demo::run()),
         Task::Test { filter } => setup::run().and_then(|()| test::run(filter.as_deref())),
+        Task::Bench { args } => setup::run()
+            .and_then(|()| setup::bench_tools())
+            .and_then(|()| bench::run(&args)),
         Task::Fuzz { seconds, target } => setup::build_tools()
             .and_then(|()| fuzz::run(seconds, target.as_deref()))
             .map(drop),

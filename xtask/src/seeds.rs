@@ -42,6 +42,9 @@ struct Connection {
 /// best kept small; its default limit is the largest seed).
 const MAX_WHOLE_SEED: usize = 32 * 1024;
 
+/// Syscalls of one connection in an `http1`/`http2` seed (later ones repeat the earlier).
+const MAX_SCRIPT_SYSCALLS: usize = 64;
+
 /// Writes every target's seeds under `out/<target>/`. Returns how many each got.
 pub fn write(captures: &Path, out: &Path) -> Result<BTreeMap<&'static str, usize>> {
     let mut seeds: BTreeMap<&'static str, Vec<(String, Vec<u8>)>> = BTreeMap::new();
@@ -62,7 +65,15 @@ pub fn write(captures: &Path, out: &Path) -> Result<BTreeMap<&'static str, usize
         }
         for (n, conn) in connections(&bytes).values().enumerate() {
             let name = format!("{stem}-{n}");
-            let recording = conn.records.iter().flat_map(|r| framed(r)).collect();
+            // Long connections (the nginx recording's hundreds of requests) are cut: libFuzzer
+            // sizes its inputs by the largest seed.
+            let mut recording = Vec::new();
+            for record in &conn.records {
+                if recording.len() + record.len() + 4 > MAX_WHOLE_SEED {
+                    break;
+                }
+                recording.extend(framed(record));
+            }
             seeds
                 .entry("pipeline")
                 .or_default()
@@ -218,7 +229,7 @@ fn script(conn: &Connection, http2: bool) -> Vec<u8> {
         (None, true) => 0b110,
     };
     let mut out = vec![flags];
-    for d in &conn.data {
+    for d in conn.data.iter().take(MAX_SCRIPT_SYSCALLS) {
         let len = d.captured.len().min(usize::from(u16::MAX));
         let uncaptured = (d.total - len as u64).min(u64::from(u32::MAX)) as u32;
         out.push(u8::from(d.egress) | if uncaptured > 0 { 0b10 } else { 0 });

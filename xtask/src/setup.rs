@@ -134,8 +134,17 @@ fn tracefs() -> Result<()> {
     )
 }
 
+/// What `cargo xtask bench` adds: wrk, the saturating load generator.
+pub fn bench_tools() -> Result<()> {
+    install_debian(&[("wrk", "wrk")])
+}
+
 fn debian_tools() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    install_debian(DEBIAN_PACKAGES)
+}
+
+fn install_debian(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(binary, _)| cmd::output("sh", &["-c", &format!("command -v {binary}")]).is_none())
         .map(|(_, package)| *package)

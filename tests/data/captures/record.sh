@@ -112,3 +112,38 @@ for path in /index.html /items/42 /missing; do
     traced curl curl -s -o /dev/null --http2-prior-knowledge "http://127.0.0.1:$PORT$path"
 done
 stop_agent http2_nghttpd
+
+# nginx (one worker, keep-alive, a tiny response) under a wrk-like load: 4 keep-alive
+# connections of 100 requests each. The pipeline benchmark replays it.
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$TMP/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx-error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/body;
+    proxy_temp_path $TMP/proxy;
+    fastcgi_temp_path $TMP/fastcgi;
+    uwsgi_temp_path $TMP/uwsgi;
+    scgi_temp_path $TMP/scgi;
+    server { listen 127.0.0.1:$PORT; location / { return 200 "ok\n"; } }
+}
+CONF
+nginx -c "$TMP/nginx.conf" -p "$TMP" &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+sleep 0.5
+WORKER=$(cat "/proc/$NGINX_PID/task/$NGINX_PID/children" | tr -d ' ')
+agent http1_nginx --pid "$WORKER=nginx"
+URLS=$(for i in $(seq 100); do printf 'http://127.0.0.1:%s/ ' "$PORT"; done)
+CURLS=()
+for _ in 1 2 3 4; do
+    # shellcheck disable=SC2086
+    curl -s $URLS >/dev/null &
+    CURLS+=("$!")
+done
+wait "${CURLS[@]}"
+stop_agent http1_nginx
