@@ -41,7 +41,9 @@ impl TraceService for Service {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect();
-        self.0.record(headers, request.into_inner());
+        let request = request.into_inner();
+        let raw = prost::Message::encode_to_vec(&request);
+        self.0.record(headers, request, raw);
         Ok(Response::new(self.0.reply()))
     }
 }

@@ -11,6 +11,10 @@ pub struct ReceivedRequest {
     /// HTTP headers or gRPC metadata (lowercase names; non-text values left out).
     pub headers: BTreeMap<String, String>,
     pub request: ExportTraceServiceRequest,
+    /// The request's protobuf bytes. OTLP/HTTP: the body exactly as sent (after undoing any
+    /// gzip). OTLP/gRPC: the decoded message encoded again (tonic decodes before the service
+    /// sees it), so fields unknown to opentelemetry-proto would be missing.
+    pub raw: Vec<u8>,
 }
 
 /// An attribute value.

@@ -96,11 +96,13 @@ impl State {
         &self,
         headers: BTreeMap<String, String>,
         request: ExportTraceServiceRequest,
+        raw: Vec<u8>,
     ) {
-        self.requests
-            .lock()
-            .unwrap()
-            .push(ReceivedRequest { headers, request });
+        self.requests.lock().unwrap().push(ReceivedRequest {
+            headers,
+            request,
+            raw,
+        });
         self.arrived.notify_waiters();
     }
 }

@@ -143,8 +143,15 @@ const SECRET_WORDS: &[&str] = &[
     "auth",
 ];
 
-/// Joins argv with spaces, replacing the values of arguments whose name looks secret
-/// (`--password=x` and `--token x` alike) with `REDACTED`.
+/// Header fields whose values are credentials, as a client's argument names them
+/// (`curl -H 'Authorization: Bearer x'`). Matched at the end of the name, case-insensitively, so
+/// that an attached option (`-HCookie: x`) is caught too.
+const SECRET_HEADERS: &[&str] = &["authorization", "cookie"];
+
+/// Joins argv with spaces, replacing with `REDACTED` the values of arguments whose name looks
+/// secret (`--password=x` and `--token x` alike), of credential headers (`Authorization: x`,
+/// `Proxy-Authorization: x`, `Cookie: x`, `Set-Cookie: x`) and of URL query parameters
+/// (`http://h/p?token=x` becomes `http://h/p?token=REDACTED`): the same values spans never carry.
 pub fn redact_command_line(argv: &[String]) -> String {
     let looks_secret = |s: &str| {
         let s = s.to_ascii_lowercase();
@@ -159,6 +166,16 @@ pub fn redact_command_line(argv: &[String]) -> String {
             continue;
         }
         redact_next = false;
+        if let Some(name) = secret_header_name(arg) {
+            out.push(format!("{name}: REDACTED"));
+            continue;
+        }
+        if let Some((url, query)) = url_with_query(arg) {
+            let mut redacted = format!("{url}?");
+            crate::protocols::http::url::push_redacted_query(&mut redacted, query);
+            out.push(redacted);
+            continue;
+        }
         match arg.split_once('=') {
             Some((name, _)) if looks_secret(name) => out.push(format!("{name}=REDACTED")),
             None if arg.starts_with('-') && looks_secret(arg) => {
@@ -169,6 +186,23 @@ pub fn redact_command_line(argv: &[String]) -> String {
         }
     }
     out.join(" ")
+}
+
+/// The name of a `Name: value` argument when the header is a credential.
+fn secret_header_name(arg: &str) -> Option<&str> {
+    let (name, _) = arg.split_once(':')?;
+    let lower = name.to_ascii_lowercase();
+    let secret = !name.is_empty()
+        && !name.contains(char::is_whitespace)
+        && SECRET_HEADERS.iter().any(|h| lower.ends_with(h));
+    secret.then_some(name)
+}
+
+/// A URL or path with a query (`http://h/p?q`, `h:80/p?q`, `/p?q`): the part before `?` and
+/// the query (a fragment is left in it, so it is redacted too).
+fn url_with_query(arg: &str) -> Option<(&str, &str)> {
+    let (url, query) = arg.split_once('?')?;
+    (url.contains('/') && !url.contains(char::is_whitespace)).then_some((url, query))
 }
 
 #[cfg(test)]
@@ -188,6 +222,33 @@ mod tests {
         assert_eq!(
             redact_command_line(&argv("psql DB_SECRET=x plain=1")),
             "psql DB_SECRET=REDACTED plain=1"
+        );
+    }
+
+    #[test]
+    fn credential_headers_and_query_values_are_redacted() {
+        let argv: Vec<String> = [
+            "curl",
+            "-H",
+            "Authorization: Bearer s3cr3t",
+            "-H",
+            "proxy-authorization: Basic dXNlcjpwYXNz",
+            "-HCookie: sid=abc",
+            "-H",
+            "Set-Cookie: a=b",
+            "-H",
+            "Accept: */*",
+            "http://h:8080/a?q=s3cr3t&page=2&flag#frag",
+            "/p?x=1",
+            "not a url?x=1",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            redact_command_line(&argv),
+            "curl -H Authorization: REDACTED -H proxy-authorization: REDACTED \
+             -HCookie: REDACTED -H Set-Cookie: REDACTED -H Accept: */* \
+             http://h:8080/a?q=REDACTED&page=REDACTED&flag#frag /p?x=REDACTED not a url?x=1"
         );
     }
 
