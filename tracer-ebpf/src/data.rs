@@ -2,6 +2,7 @@
 //! count is known) copy the first `CAPTURE_BYTES` of payload into one ring-buffer record.
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::generated::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     programs::TracePointContext,
 };
@@ -291,7 +292,7 @@ pub fn output(scratch: &mut Scratch) {
         fd: header.fd,
     };
     let lost_before = scratch.event.flags & DATA_FLAG_LOST_BEFORE != 0;
-    if EVENTS.output::<[u8]>(record, 0).is_ok() {
+    if EVENTS.output::<[u8]>(record, wakeup_flag()).is_ok() {
         count(Counter::DataEvents);
         if lost_before {
             set_lost(key, header.conn_gen, false);
@@ -299,6 +300,20 @@ pub fn output(scratch: &mut Scratch) {
     } else {
         count(Counter::RingFull);
         set_lost(key, header.conn_gen, true);
+    }
+}
+
+/// Data events wake the agent only once the ring holds `WAKEUP_BYTES`: otherwise every
+/// syscall would cost an irq_work and a wake-up of the agent (the agent drains the ring on a
+/// short timer too, see `DRAIN` in the agent). Connection and process events still wake it.
+const WAKEUP_BYTES: u64 = 256 * 1024;
+
+#[inline(always)]
+fn wakeup_flag() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
     }
 }
 

@@ -45,6 +45,9 @@ pub struct RunOptions {
 
 /// How often pending spans are flushed and health is checked.
 const TICK: Duration = Duration::from_millis(100);
+/// How often the ring is read without a wake-up: the kernel wakes the agent for data events
+/// only once a quarter MiB waits (tracer-ebpf data.rs), so at low rates this bounds the delay.
+const DRAIN: Duration = Duration::from_millis(20);
 /// Ring records processed before yielding to the other tasks.
 const BATCH: usize = 4096;
 /// Time allowed to deliver pending spans at shutdown.
@@ -133,23 +136,21 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut ticker = tokio::time::interval(TICK);
+    let mut drain = tokio::time::interval(DRAIN);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut reports = DropReporter::new();
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let events = guard.get_inner_mut();
-                let mut n = 0;
-                while n < BATCH && let Some(record) = events.next() {
-                    if let Some(recorder) = recorder.as_mut() {
-                        recorder.record(&record)?;
-                    }
-                    agent.pipeline.on_record(&record);
-                    n += 1;
-                }
+                let n = read_ring(guard.get_inner_mut(), &mut agent, recorder.as_mut())?;
                 if n < BATCH {
                     guard.clear_ready();
                 }
+                agent.apply_process_changes();
+            }
+            _ = drain.tick() => {
+                read_ring(ring.get_mut(), &mut agent, recorder.as_mut())?;
                 agent.apply_process_changes();
             }
             _ = ticker.tick() => {
@@ -208,6 +209,25 @@ async fn next_pod_event(
         },
         None => std::future::pending().await,
     }
+}
+
+/// Takes up to `BATCH` records from the ring into the pipeline (and the recording); how many.
+fn read_ring(
+    events: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    agent: &mut Agent,
+    mut recorder: Option<&mut capture::record::Recorder>,
+) -> Result<usize> {
+    let mut n = 0;
+    while n < BATCH
+        && let Some(record) = events.next()
+    {
+        if let Some(recorder) = recorder.as_mut() {
+            recorder.record(&record)?;
+        }
+        agent.pipeline.on_record(&record);
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Registers a BPF ring buffer's fd with the runtime.
