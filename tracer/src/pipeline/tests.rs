@@ -477,6 +477,83 @@ fn kernel_decided_ids_are_the_exported_ids() {
         (c.trace_id, c.span_id, c.parent_span_id),
         (trace, client_span, Some(server_span))
     );
+    // Linked to the server span it names, not rebuilt from the ids as a remote parent.
+    assert_eq!(c.remote_sampled, None);
+}
+
+fn settling_pipeline(settle: Duration, pids: &[u32]) -> Pipeline {
+    let config = StitchConfig {
+        settle,
+        ..StitchConfig::default()
+    };
+    let mut p = Pipeline::new(config, Sampler::default());
+    for pid in pids {
+        p.add_process(process(*pid));
+    }
+    p
+}
+
+/// A server span that ends before the call its thread made (fire and forget) is exported
+/// first; the call, exported later, still names it and joins its trace.
+#[test]
+fn a_parent_exported_before_its_child_still_parents_it() {
+    let mut p = settling_pipeline(Duration::ZERO, &[1]);
+    let (server, client) = (sock(1, 4, 10), sock(1, 5, 11));
+    p.on_event(open(server, true, "127.0.0.1:8080", "127.0.0.1:50000"));
+    p.on_event(data(server, 7, 100, Direction::Ingress, &request("/a", "")));
+    p.on_event(open(client, false, "127.0.0.1:40000", "127.0.0.1:9090"));
+    p.on_event(data(client, 7, 150, Direction::Egress, &request("/b", "")));
+    p.on_event(data(server, 7, 200, Direction::Egress, &response(200)));
+    let first = p.ready_spans(false);
+    let parent = by_path(&first, 1, "/a");
+    assert_eq!(first.len(), 1, "{first:#?}");
+    p.on_event(data(client, 7, 300, Direction::Ingress, &response(200)));
+    let second = p.ready_spans(false);
+    let child = by_path(&second, 1, "/b");
+    assert_eq!(
+        (child.trace_id, child.parent_span_id),
+        (parent.trace_id, Some(parent.span_id))
+    );
+}
+
+/// A client span nobody named as parent is not remembered once exported: a server span of
+/// the same host read late (after that export) does not link to it, and keeps the context
+/// its own request carried instead of pointing at a span that is gone.
+#[test]
+fn a_server_read_after_its_client_was_exported_keeps_its_own_context() {
+    let mut p = settling_pipeline(Duration::from_millis(50), &[1, 2]);
+    let (out, back) = (sock(1, 5, 11), sock(2, 6, 12));
+    let traceparent = format!("traceparent: 00-{TRACE}-{CALLER}-01\r\n");
+    p.on_event(open(out, false, "127.0.0.1:40000", "127.0.0.1:9090"));
+    p.on_event(data(
+        out,
+        7,
+        100,
+        Direction::Egress,
+        &request("/b", &traceparent),
+    ));
+    p.on_event(data(out, 7, 300, Direction::Ingress, &response(200)));
+    std::thread::sleep(Duration::from_millis(60));
+    let clients = p.ready_spans(false);
+    by_path(&clients, 1, "/b");
+    // Within the peer window (4 x settle), the other end's read arrives.
+    p.on_event(open(back, true, "127.0.0.1:9090", "127.0.0.1:40000"));
+    p.on_event(data(
+        back,
+        8,
+        110,
+        Direction::Ingress,
+        &request("/b", &traceparent),
+    ));
+    p.on_event(data(back, 8, 250, Direction::Egress, &response(200)));
+    let servers = p.ready_spans(true);
+    let server = by_path(&servers, 2, "/b");
+    assert_eq!(hex(&server.trace_id), TRACE);
+    assert_eq!(
+        server.parent_span_id.map(|id| hex(&id)),
+        Some(CALLER.into())
+    );
+    assert_eq!(p.stats().stitch.peer_links, 0);
 }
 
 /// A server span the kernel continued from an incoming header keeps that caller as parent;

@@ -20,7 +20,7 @@ mod peers;
 use std::{sync::Arc, time::Duration};
 
 // Keys are the agent's own (pids, fds, span ids): a fast hash, seeded per process.
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use foldhash::{HashMap, HashMapExt};
 
 use rand::Rng;
 use tracer_common::{IDS_CLIENT, IDS_SERVER, TraceIds};
@@ -115,6 +115,10 @@ struct Pending {
     /// application makes while propagating it.
     incoming: Option<TraceContext>,
     ending: Option<Ending>,
+    /// A span was linked to this one as its child: once exported, it is remembered in
+    /// `settled` for children still pending (every child is linked while its parent is
+    /// pending, since a child starts before its parent ends).
+    is_parent: bool,
 }
 
 /// What an exported span leaves behind for late children and peers.
@@ -154,6 +158,8 @@ pub struct Stitcher {
 
 /// How long a gone process's identity is kept for its settling spans.
 const RETIRED_TTL_NS: u64 = 60 * 1_000_000_000;
+/// How long an exported parent is remembered for its pending children.
+const SETTLED_TTL_NS: u64 = 60 * 1_000_000_000;
 
 impl Stitcher {
     pub fn new(config: StitchConfig) -> Self {
@@ -269,20 +275,25 @@ impl Stitcher {
             conn.local,
             conn.peer
         );
-        let (start_ns, parent) = match role {
+        let (start_ns, parent, is_parent) = match role {
             Role::Server => (
                 req.first.exit_ns,
                 self.server_parent(conn, &req, key, kernel_ids.as_ref(), now_ns),
+                false,
             ),
-            Role::Client => (
-                req.first.enter_ns,
-                self.client_parent(conn, &req, key, thread, kernel_ids.as_ref(), now_ns),
-            ),
+            Role::Client => {
+                let (parent, peer_child) =
+                    self.client_parent(conn, &req, key, thread, kernel_ids.as_ref(), now_ns);
+                (req.first.enter_ns, parent, peer_child)
+            }
         };
         let (span_id, own_trace_id) = match &kernel_ids {
             Some(ids) => {
                 self.stats.kernel_ids += 1;
-                self.by_kernel_id.insert(ids.span_id, key);
+                // Injected calls name server spans only.
+                if role == Role::Server {
+                    self.by_kernel_id.insert(ids.span_id, key);
+                }
                 (ids.span_id, ids.trace_id)
             }
             None => (new_span_id(), new_trace_id()),
@@ -313,6 +324,7 @@ impl Stitcher {
                     None
                 },
                 ending: None,
+                is_parent,
             },
         );
         self.stats.spans_started += 1;
@@ -334,9 +346,10 @@ impl Stitcher {
         };
         if let Some(local) = conn.local
             && let Some(client) = self.peers.server(local, conn.peer, seen)
+            && let Some(parent) = self.link_to(client)
         {
             self.stats.peer_links += 1;
-            return Parent::Local(client);
+            return parent;
         }
         if let Some(ids) = kernel_ids {
             // What the kernel read is what its children carry downstream.
@@ -354,6 +367,19 @@ impl Stitcher {
         }
     }
 
+    /// `Parent::Local(parent)` if `parent` is still known (pending, which marks it a parent,
+    /// or exported and remembered); None if it is gone.
+    fn link_to(&mut self, parent: SpanKey) -> Option<Parent> {
+        if let Some(span) = self.pending.get_mut(&parent) {
+            span.is_parent = true;
+        } else if !self.settled.contains_key(&parent) {
+            return None;
+        }
+        Some(Parent::Local(parent))
+    }
+
+    /// The client span's parent, and whether a server span seen first was linked to it as
+    /// its child (then it is a parent itself).
     fn client_parent(
         &mut self,
         conn: &ConnMeta,
@@ -362,33 +388,40 @@ impl Stitcher {
         thread: (u32, u32),
         kernel_ids: Option<&TraceIds>,
         now_ns: u64,
-    ) -> Parent {
+    ) -> (Parent, bool) {
         let seen = Seen {
             fingerprint: req.fingerprint,
             key,
             at_ns: req.first.enter_ns,
             seen_ns: now_ns,
         };
+        let mut peer_child = false;
         if let (Some(local), Some(peer)) = (conn.local, conn.peer)
             && let Some(server) = self.peers.client(local, peer, seen)
             && let Some(span) = self.pending.get_mut(&server)
         {
             // The other end was seen first and decided on its own; it is this span's child.
             span.parent = Parent::Local(key);
+            peer_child = true;
             self.stats.peer_links += 1;
         }
+        (self.client_link(req, thread, kernel_ids), peer_child)
+    }
+
+    fn client_link(
+        &mut self,
+        req: &Request,
+        thread: (u32, u32),
+        kernel_ids: Option<&TraceIds>,
+    ) -> Parent {
         if let Some(ids) = kernel_ids {
             // The kernel inserted a traceparent naming the thread's server span as parent.
-            let parent = self
-                .by_kernel_id
-                .get(&ids.parent_id)
-                .copied()
-                .filter(|server| {
-                    self.pending.contains_key(server) || self.settled.contains_key(server)
-                });
-            self.stats.thread_links += 1;
-            return match parent {
-                Some(server) => Parent::Local(server),
+            let server = self.by_kernel_id.get(&ids.parent_id).copied();
+            return match server.and_then(|server| self.link_to(server)) {
+                Some(parent) => {
+                    self.stats.thread_links += 1;
+                    parent
+                }
                 None => Parent::Remote(context_of(ids)),
             };
         }
@@ -400,17 +433,20 @@ impl Stitcher {
                     .is_some_and(|p| p.start_ns <= req.first.enter_ns)
             })
         });
-        if let Some(server) = serving {
+        if let Some(server) = serving
+            && let Some(parent) = self.link_to(server)
+        {
             self.stats.thread_links += 1;
-            return Parent::Local(server);
+            return parent;
         }
         // Another thread wrote it (a client library's I/O thread, a thread pool, an event
         // loop), but the application propagated the context of a request it is serving.
         if let Some(ctx) = &req.context
             && let Some(server) = self.serving_context(thread.0, ctx, req.first.enter_ns)
+            && let Some(parent) = self.link_to(server)
         {
             self.stats.context_links += 1;
-            return Parent::Local(server);
+            return parent;
         }
         // The application's own header (it may be instrumented, or forward context from a
         // queue) or a new trace.
@@ -510,21 +546,6 @@ impl Stitcher {
             .filter(|(k, p)| p.ending.is_some() && (force || self.decided(**k, now_ns, settle, 0)))
             .map(|(k, _)| *k)
             .collect();
-        // Only a span that a pending span names as its parent is remembered once exported: a
-        // child starts before its parent ends, so after the settle window every child is
-        // pending already. (Remembering every span for a minute cost a hash map of a minute of
-        // traffic: 60 MB at 10k requests/s.)
-        let parents: HashSet<SpanKey> = if ready.is_empty() {
-            HashSet::new()
-        } else {
-            self.pending
-                .values()
-                .filter_map(|p| match p.parent {
-                    Parent::Local(parent) => Some(parent),
-                    _ => None,
-                })
-                .collect()
-        };
         for key in ready {
             let origin = self.origin(key, 0);
             let parent_span_id = self.parent_span_id(key);
@@ -534,13 +555,15 @@ impl Stitcher {
             let ending = span.ending.expect("filtered on ending");
             let mut attributes = span.attributes;
             attributes.extend(ending.attributes);
-            if parents.contains(&key) {
+            // Only parents are remembered: every span for a minute was a map of a minute of
+            // traffic, scanned on every flush.
+            if span.is_parent {
                 self.settled.insert(
                     key,
                     Settled {
                         span_id: span.span_id,
                         origin: origin.clone(),
-                        until_ns: now_ns + 60 * 1_000_000_000,
+                        until_ns: now_ns + SETTLED_TTL_NS,
                     },
                 );
             }
