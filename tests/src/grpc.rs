@@ -42,8 +42,9 @@ impl TraceService for Service {
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect();
         let request = request.into_inner();
-        let raw = prost::Message::encode_to_vec(&request);
-        self.0.record(headers, request, raw);
+        // tonic decoded it already: encoded again only when kept.
+        self.0
+            .record(headers, request, prost::Message::encode_to_vec);
         Ok(Response::new(self.0.reply()))
     }
 }

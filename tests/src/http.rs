@@ -101,7 +101,7 @@ async fn handle(
             "not an ExportTraceServiceRequest",
         ));
     };
-    state.record(headers, request, body);
+    state.record(headers, request, |_| body);
     let reply = state.reply().encode_to_vec();
     Ok(answer(StatusCode::OK, PROTOBUF, reply))
 }

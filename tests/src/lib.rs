@@ -8,6 +8,7 @@ mod grpc;
 pub mod harness;
 mod http;
 pub mod kube_api;
+pub mod nginx;
 pub mod observe;
 mod received;
 mod receiver;

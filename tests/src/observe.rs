@@ -73,6 +73,14 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
         })
 }
 
+/// The sum of every sample of `name` (counters with their `_total`), whatever its labels.
+pub fn metric_sum(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
+
 /// `GET http://addr/metrics` (through curl, as an operator would).
 pub fn scrape(addr: &str) -> Result<String> {
     let out = Command::new("curl")

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +54,11 @@ struct Faults {
 #[derive(Default)]
 pub(crate) struct State {
     requests: Mutex<Vec<ReceivedRequest>>,
+    /// Spans in every accepted request, kept or not.
+    spans: AtomicUsize,
+    /// Set: only count what arrives (the benchmarks receive hundreds of thousands of spans,
+    /// on the CPUs they measure).
+    count_only: AtomicBool,
     attempts: AtomicUsize,
     faults: Mutex<Faults>,
     arrived: Notify,
@@ -92,17 +97,33 @@ impl State {
         }
     }
 
+    /// Whether requests are kept (else only their spans are counted).
+    pub(crate) fn keeps_requests(&self) -> bool {
+        !self.count_only.load(SeqCst)
+    }
+
+    /// Counts an accepted request's spans and keeps it; `raw` is only asked for when kept.
     pub(crate) fn record(
         &self,
         headers: BTreeMap<String, String>,
         request: ExportTraceServiceRequest,
-        raw: Vec<u8>,
+        raw: impl FnOnce(&ExportTraceServiceRequest) -> Vec<u8>,
     ) {
-        self.requests.lock().unwrap().push(ReceivedRequest {
-            headers,
-            request,
-            raw,
-        });
+        let spans = request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.spans.fetch_add(spans, SeqCst);
+        if self.keeps_requests() {
+            let raw = raw(&request);
+            self.requests.lock().unwrap().push(ReceivedRequest {
+                headers,
+                request,
+                raw,
+            });
+        }
         self.arrived.notify_waiters();
     }
 }
@@ -312,27 +333,28 @@ impl OtlpReceiver {
         flatten(&self.state.requests.lock().unwrap())
     }
 
-    /// How many spans arrived (without copying them: the benchmarks receive hundreds of
-    /// thousands).
+    /// From now on, only count the spans that arrive: `requests()` and `spans()` stay empty.
+    pub fn count_only(&self) {
+        self.state.count_only.store(true, SeqCst);
+    }
+
+    /// How many spans arrived since the start or the last `clear`, kept or only counted.
     pub fn span_count(&self) -> usize {
-        self.state
-            .requests
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|r| &r.request.resource_spans)
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum()
+        self.state.spans.load(SeqCst)
     }
 
     /// Forgets what arrived so far.
     pub fn clear(&self) {
-        self.state.requests.lock().unwrap().clear();
+        let mut requests = self.state.requests.lock().unwrap();
+        requests.clear();
+        self.state.spans.store(0, SeqCst);
     }
 
     /// Waits until at least `n` spans arrived; fails after `timeout` saying how many did.
     pub async fn wait_for_spans(&self, n: usize, timeout: Duration) -> Result<Vec<ReceivedSpan>> {
+        if !self.state.keeps_requests() {
+            bail!("this receiver only counts spans (count_only): use span_count");
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             // Registered before checking, so that an arrival in between is not missed.

@@ -8,7 +8,8 @@ use std::{process::Command, time::Duration};
 use anyhow::{Context, Result, ensure};
 use tracer_e2e::{
     AttrValue, OtlpReceiver, ReceivedSpan,
-    harness::{Agent, Proc, Service, free_port, is_root, root, run_args, wait_for_port},
+    harness::{Agent, Service, TempDir, is_root, root, run_args},
+    nginx::Nginx,
 };
 
 const STATUS_ERROR: i32 = 2;
@@ -54,46 +55,27 @@ fn curl(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn nginx(dir: &std::path::Path, port: u16) -> Result<Proc> {
-    let www = dir.join("www");
-    std::fs::create_dir_all(&www)?;
-    std::fs::write(www.join("small.txt"), "small file")?;
-    // 256 KiB: served with sendfile, 64 times the capture.
-    std::fs::write(www.join("big.bin"), vec![7u8; 256 * 1024])?;
-    let conf = format!(
-        "daemon off; master_process off; worker_processes 1;\n\
-         error_log {dir}/error.log; pid {dir}/nginx.pid;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{ access_log off; sendfile on; keepalive_requests 1000;\n\
-           client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;\n\
-           fastcgi_temp_path {dir}/fastcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;\n\
-           server {{ listen 127.0.0.1:{port}; root {www};\n\
-             location /api/ {{ return 503; }} }} }}\n",
-        dir = dir.display(),
-        www = www.display(),
-    );
-    let conf_path = dir.join("nginx.conf");
-    std::fs::write(&conf_path, conf)?;
-    let proc = Proc::spawn(
-        Command::new("nginx")
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(dir),
-    )?;
-    wait_for_port(port, Duration::from_secs(10))
-        .with_context(|| std::fs::read_to_string(dir.join("error.log")).unwrap_or_default())?;
-    Ok(proc)
+/// nginx serving a small file, a 256 KiB one (with sendfile: 64 times the capture), and 503
+/// under /api/.
+fn nginx() -> Result<Nginx> {
+    Nginx::start(
+        "sendfile on; keepalive_requests 1000;",
+        "root www; location /api/ { return 503; }",
+        |dir| {
+            let www = dir.join("www");
+            std::fs::create_dir_all(&www)?;
+            std::fs::write(www.join("small.txt"), "small file")?;
+            std::fs::write(www.join("big.bin"), vec![7u8; 256 * 1024])?;
+            Ok(())
+        },
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_keep_alive_with_sendfile_bodies_and_head() -> Result<()> {
     ensure!(is_root(), "run with `cargo xtask test` (root)");
-    let dir = std::env::temp_dir().join(format!("tracer-nginx-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let port = free_port()?;
-    let server = nginx(&dir, port)?;
+    let server = nginx()?;
+    let port = server.port;
     let receiver = OtlpReceiver::start_grpc().await?;
     let mut agent = Agent::start(
         &run_args(&[format!("{}=nginx", server.pid())], &receiver),
@@ -168,7 +150,6 @@ async fn nginx_keep_alive_with_sendfile_bodies_and_head() -> Result<()> {
     );
     ensure!(agent.stop()?.success());
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -179,7 +160,8 @@ async fn vectored_reads_and_writes_with_bodies_past_the_capture() -> Result<()> 
     let receiver = OtlpReceiver::start_http().await?;
     let mut agent = Agent::start(&run_args(&[server.proc.pid().to_string()], &receiver), &[])?;
 
-    let body = std::env::temp_dir().join(format!("tracer-post-{}", std::process::id()));
+    let tmp = TempDir::new("post")?;
+    let body = tmp.path().join("body");
     std::fs::write(&body, vec![b'x'; 10 * 1024])?;
     let body_arg = format!("@{}", body.display());
     let out = curl(&[
@@ -211,7 +193,6 @@ async fn vectored_reads_and_writes_with_bodies_past_the_capture() -> Result<()> 
         "/dev/null",
         &server.url("/w/5"),
     ])?;
-    std::fs::remove_file(&body)?;
     ensure!(
         out == "200 20480 1\n200 20480 0\n200 20480 0\n200 5 0\n200 20480 0\n",
         "one connection, all answered: {out}"

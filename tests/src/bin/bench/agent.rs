@@ -1,23 +1,30 @@
 //! A traced round: a fresh agent on the nginx worker, and what it cost.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
 use tracer_e2e::{
     OtlpReceiver,
     harness::{Agent, run_args},
-    observe::{KernelObjects, memory_kib},
+    nginx::Nginx,
+    observe::{KernelObjects, memory_kib, metric_sum},
 };
 
-use crate::{load::Load, nginx::Nginx, wait_until};
+use crate::load::Load;
 
 /// What a traced round measured.
 #[derive(Clone, Debug, Default)]
 pub struct Traced {
     pub load: Load,
     /// Agent CPU time (user and system, every thread) from the load's start until every
-    /// span was exported.
+    /// span was exported (or no more came for a second).
     pub cpu_ms: f64,
+    /// Peak RSS while starting (loading the kernel programs), then from the load's start
+    /// until the spans were exported.
+    pub startup_peak_rss_kib: u64,
     pub peak_rss_kib: u64,
     /// Run time and runs of the agent's kernel programs during the load (0 unless `kernel_stats`).
     pub kernel_ns: u64,
@@ -43,50 +50,53 @@ pub fn measure(
     receiver.clear();
     let before = KernelObjects::now();
     let mut agent = Agent::start(
-        &run_args(&[format!("{}=nginx", nginx.worker)], receiver),
+        &run_args(&[format!("{}=nginx", nginx.pid())], receiver),
         &[],
     )?;
+    let pid = agent.proc.pid();
+    let (_, startup_peak_rss_kib) = memory_kib(pid)?;
+    // Resets the peak (VmHWM) to the current RSS: what follows is the peak under load.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").context("resetting VmHWM")?;
     let programs = KernelObjects::since(&before).programs;
     let stats = kernel_stats
         .then(|| aya::sys::enable_stats(aya::sys::Stats::RunTime))
         .transpose()
         .context("enabling the kernel's BPF statistics")?;
-    let pid = agent.proc.pid();
     let (cpu0, kernel0) = (cpu_ns(pid)?, program_stats(&programs));
     let load = load()?;
     let kernel1 = program_stats(&programs);
     drop(stats);
-    // Every answered request is one server span: wait for them (or for the agent to give up).
+    // Every answered request is one server span: wait for them, or until none came for a
+    // second (some were dropped, and counted).
     let expected = load.requests as usize;
-    wait_until(Duration::from_secs(15), || {
-        receiver.span_count() >= expected
-    });
+    let (mut seen, mut moved) = (receiver.span_count(), Instant::now());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen < expected && moved.elapsed() < Duration::from_secs(1) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = receiver.span_count();
+        if now != seen {
+            (seen, moved) = (now, Instant::now());
+        }
+    }
     let cpu1 = cpu_ns(pid)?;
     let metrics = agent.metrics()?;
     let (_, peak_rss_kib) = memory_kib(pid)?;
     let traced = Traced {
         cpu_ms: (cpu1 - cpu0) as f64 / 1e6,
+        startup_peak_rss_kib,
         peak_rss_kib,
         kernel_ns: kernel1.0 - kernel0.0,
         kernel_runs: kernel1.1 - kernel0.1,
         spans: receiver.span_count() as u64,
-        kernel_lost: family_sum(&metrics, "tracer_kernel_drops_total"),
-        spans_dropped: family_sum(&metrics, "tracer_spans_dropped_total")
-            + family_sum(&metrics, "tracer_spans_evicted_total"),
-        abandoned: family_sum(&metrics, "tracer_requests_abandoned_total"),
+        kernel_lost: metric_sum(&metrics, "tracer_kernel_drops_total"),
+        spans_dropped: metric_sum(&metrics, "tracer_spans_dropped_total")
+            + metric_sum(&metrics, "tracer_spans_evicted_total"),
+        abandoned: metric_sum(&metrics, "tracer_requests_abandoned_total"),
         load,
     };
     agent.stop()?;
     receiver.clear();
     Ok(traced)
-}
-
-/// The sum of every sample of `name`, whatever its labels.
-fn family_sum(text: &str, name: &str) -> u64 {
-    text.lines()
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
-        .sum()
 }
 
 /// CPU time of every thread of `pid`, in ns (the first field of each task's schedstat). The

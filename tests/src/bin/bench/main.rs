@@ -12,19 +12,14 @@
 
 mod agent;
 mod load;
-mod nginx;
 mod report;
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::{Result, ensure};
-use tracer_e2e::{OtlpReceiver, harness::is_root};
+use tracer_e2e::{OtlpReceiver, harness::is_root, nginx::Nginx};
 
-use crate::{agent::Traced, load::Load, nginx::Nginx};
+use crate::{agent::Traced, load::Load};
 
 /// wrk's connections at saturation.
 const CONNECTIONS: u32 = 16;
@@ -81,7 +76,13 @@ fn main() -> Result<()> {
     let o = options()?;
     let runtime = tokio::runtime::Runtime::new()?;
     let receiver = runtime.block_on(OtlpReceiver::start_grpc())?;
-    let nginx = Nginx::start()?;
+    receiver.count_only();
+    // One process, keep-alive for the whole run, a 3-byte answer.
+    let nginx = Nginx::start(
+        "keepalive_requests 1000000; keepalive_timeout 60s;",
+        "location / { return 200 \"ok\\n\"; }",
+        |_| Ok(()),
+    )?;
     let url = format!("http://127.0.0.1:{}/", nginx.port);
     let addr: SocketAddr = ([127, 0, 0, 1], nginx.port).into();
 
@@ -146,16 +147,4 @@ fn main() -> Result<()> {
     )?;
     eprintln!("bench: wrote {}", o.out.display());
     Ok(())
-}
-
-/// Polls `done` every 20 ms until it holds or `timeout` passes; whether it held.
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
 }
