@@ -292,7 +292,10 @@ pub fn output(scratch: &mut Scratch) {
         fd: header.fd,
     };
     let lost_before = scratch.event.flags & DATA_FLAG_LOST_BEFORE != 0;
-    if EVENTS.output::<[u8]>(record, wakeup_flag()).is_ok() {
+    if EVENTS
+        .output::<[u8]>(record, wakeup_flag(len as u64))
+        .is_ok()
+    {
         count(Counter::DataEvents);
         if lost_before {
             set_lost(key, header.conn_gen, false);
@@ -303,14 +306,17 @@ pub fn output(scratch: &mut Scratch) {
     }
 }
 
-/// Data events wake the agent only once the ring holds `WAKEUP_BYTES`: otherwise every
-/// syscall would cost an irq_work and a wake-up of the agent (the agent drains the ring on a
-/// short timer too, see `DRAIN` in the agent). Connection and process events still wake it.
+/// A data event wakes the agent only when it brings the unread data to `WAKEUP_BYTES`:
+/// a wake-up per syscall (an irq_work, and the agent's reactor) was most of the exit
+/// programs' cost. The agent also reads the ring on its tick (`TICK` in the agent), which
+/// covers two CPUs crossing the mark at once without either seeing it. Other events use the
+/// ring's default: they wake the agent only if it had read everything before them.
 const WAKEUP_BYTES: u64 = 256 * 1024;
 
 #[inline(always)]
-fn wakeup_flag() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+fn wakeup_flag(len: u64) -> u64 {
+    let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if unread < WAKEUP_BYTES && unread + len >= WAKEUP_BYTES {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

@@ -44,10 +44,10 @@ pub struct RunOptions {
 }
 
 /// How often pending spans are flushed and health is checked.
+/// Also how often the ring is read without a wake-up: the kernel wakes the agent for data
+/// events only when a quarter MiB waits (tracer-ebpf data.rs), so at low rates this bounds
+/// their delay (spans wait a settle window of 500 ms anyway).
 const TICK: Duration = Duration::from_millis(100);
-/// How often the ring is read without a wake-up: the kernel wakes the agent for data events
-/// only once a quarter MiB waits (tracer-ebpf data.rs), so at low rates this bounds the delay.
-const DRAIN: Duration = Duration::from_millis(20);
 /// Ring records processed before yielding to the other tasks.
 const BATCH: usize = 4096;
 /// Time allowed to deliver pending spans at shutdown.
@@ -136,25 +136,18 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut ticker = tokio::time::interval(TICK);
-    let mut drain = tokio::time::interval(DRAIN);
-    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut reports = DropReporter::new();
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let n = read_ring(guard.get_inner_mut(), &mut agent, recorder.as_mut())?;
+                let n = read_ring(guard.get_inner_mut(), &mut agent, recorder.as_mut(), BATCH)?;
                 if n < BATCH {
                     guard.clear_ready();
                 }
-                agent.apply_process_changes();
-            }
-            _ = drain.tick() => {
-                read_ring(ring.get_mut(), &mut agent, recorder.as_mut())?;
-                agent.apply_process_changes();
             }
             _ = ticker.tick() => {
-                agent.apply_process_changes();
+                read_ring(ring.get_mut(), &mut agent, recorder.as_mut(), BATCH)?;
                 agent.tick();
                 reports.maybe_report(&agent.capture);
             }
@@ -170,19 +163,10 @@ pub async fn run(options: RunOptions) -> Result<()> {
     }
 
     // Shutdown: take what the kernel already reported, end every open exchange, export.
-    {
-        let events = ring.get_mut();
-        while let Some(record) = events.next() {
-            if let Some(recorder) = recorder.as_mut() {
-                recorder.record(&record)?;
-            }
-            agent.pipeline.on_record(&record);
-        }
-    }
+    read_ring(ring.get_mut(), &mut agent, recorder.as_mut(), usize::MAX)?;
     if let Some(mut recorder) = recorder {
         recorder.flush()?;
     }
-    agent.apply_process_changes();
     drop(ring);
     agent.shutdown(SHUTDOWN_FLUSH).await;
     drop(control); // removes the socket file
@@ -211,14 +195,16 @@ async fn next_pod_event(
     }
 }
 
-/// Takes up to `BATCH` records from the ring into the pipeline (and the recording); how many.
+/// Takes up to `limit` records from the ring into the pipeline (and the recording), then
+/// acts on the process changes they carried; how many.
 fn read_ring(
     events: &mut aya::maps::RingBuf<aya::maps::MapData>,
     agent: &mut Agent,
     mut recorder: Option<&mut capture::record::Recorder>,
+    limit: usize,
 ) -> Result<usize> {
     let mut n = 0;
-    while n < BATCH
+    while n < limit
         && let Some(record) = events.next()
     {
         if let Some(recorder) = recorder.as_mut() {
@@ -227,6 +213,7 @@ fn read_ring(
         agent.pipeline.on_record(&record);
         n += 1;
     }
+    agent.apply_process_changes();
     Ok(n)
 }
 
