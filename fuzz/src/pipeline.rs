@@ -41,7 +41,7 @@ pub fn run(data: &[u8]) {
                 && traced.len() < MAX_PROCESSES
                 && traced.insert(tgid)
             {
-                pipeline.add_process(process(tgid));
+                pipeline.add_process(Arc::new(ProcessMeta::unknown(tgid)));
             }
         }
         pipeline.on_record(record);
@@ -61,19 +61,4 @@ pub fn run(data: &[u8]) {
         assert!(!span.name.is_empty(), "{span:#?}");
         assert!(traced.contains(&span.process.pid), "{span:#?}");
     }
-}
-
-fn process(pid: u32) -> Arc<ProcessMeta> {
-    Arc::new(ProcessMeta {
-        pid,
-        service_name: format!("svc{pid}"),
-        service_name_is_explicit: false,
-        service_instance_id: format!("id{pid}"),
-        executable_name: "fuzz".into(),
-        executable_path: "/fuzz".into(),
-        command_line: "fuzz".into(),
-        start_ticks: 1,
-        container: None,
-        pod: None,
-    })
 }

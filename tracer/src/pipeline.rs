@@ -262,3 +262,5 @@ impl Pipeline {
 mod props;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -55,6 +55,24 @@ pub enum SpanKind {
     Client,
 }
 
+impl Role {
+    /// The direction its requests travel in.
+    pub fn request_direction(self) -> tracer_common::Direction {
+        match self {
+            Role::Server => tracer_common::Direction::Ingress,
+            Role::Client => tracer_common::Direction::Egress,
+        }
+    }
+
+    /// The direction its responses travel in.
+    pub fn response_direction(self) -> tracer_common::Direction {
+        match self {
+            Role::Server => tracer_common::Direction::Egress,
+            Role::Client => tracer_common::Direction::Ingress,
+        }
+    }
+}
+
 impl From<Role> for SpanKind {
     fn from(role: Role) -> Self {
         match role {

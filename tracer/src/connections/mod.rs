@@ -426,11 +426,3 @@ fn at(ts_ns: u64) -> SegTime {
         ids: None,
     }
 }
-
-/// The direction requests travel for a role.
-pub fn request_direction(role: Role) -> Direction {
-    match role {
-        Role::Server => Direction::Ingress,
-        Role::Client => Direction::Egress,
-    }
-}

@@ -34,7 +34,7 @@ pub mod waterfall;
 #[cfg(test)]
 mod e2e_tests;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

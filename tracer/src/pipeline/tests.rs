@@ -1,15 +1,14 @@
 //! The data path from decoded capture events to spans, without the kernel: connections,
 //! parsing, stitching and sampling together.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::time::Duration;
 
-use bytes::Bytes;
-use tracer_common::{DATA_FLAG_LOST_BEFORE, Direction, IDS_CLIENT, IDS_SERVER, Syscall, TraceIds};
+use tracer_common::{DATA_FLAG_LOST_BEFORE, Direction, IDS_CLIENT, IDS_SERVER, TraceIds};
 
+use super::testutil::{data, hex, open, pipeline, process, sock};
 use super::{Pipeline, ProcessChange};
 use crate::{
-    capture::{CaptureEvent, DataRecord, OpenRecord, SocketId},
-    process::ProcessMeta,
+    capture::CaptureEvent,
     sampling::Sampler,
     span::{self, Span, SpanKind, Value},
     stitch::StitchConfig,
@@ -18,79 +17,12 @@ use crate::{
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER: &str = "00f067aa0ba902b7";
 
-fn process(pid: u32) -> Arc<ProcessMeta> {
-    Arc::new(ProcessMeta {
-        pid,
-        service_name: format!("svc{pid}"),
-        service_name_is_explicit: false,
-        service_instance_id: format!("id{pid}"),
-        executable_name: "python3".into(),
-        executable_path: "/usr/bin/python3".into(),
-        command_line: "python3 app.py".into(),
-        start_ticks: 1,
-        container: None,
-        pod: None,
-    })
-}
-
-fn pipeline(pids: &[u32]) -> Pipeline {
-    let mut p = Pipeline::new(StitchConfig::default(), Sampler::default());
-    for pid in pids {
-        p.add_process(process(*pid));
-    }
-    p
-}
-
-fn sock(tgid: u32, fd: i32, conn_gen: u64) -> SocketId {
-    SocketId { tgid, fd, conn_gen }
-}
-
-fn addr(s: &str) -> Option<SocketAddr> {
-    Some(s.parse().unwrap())
-}
-
-fn open(socket: SocketId, accepted: bool, local: &str, peer: &str) -> CaptureEvent {
-    CaptureEvent::Open(OpenRecord {
-        socket,
-        tid: 1,
-        ts_ns: 1,
-        peer: addr(peer),
-        local: addr(local),
-        listen_fd: None,
-        accepted,
-    })
-}
-
-/// `bytes` moved by one syscall of thread `tid` between `t` and `t + 5` (ns).
-fn data(socket: SocketId, tid: u32, t: u64, dir: Direction, bytes: &[u8]) -> CaptureEvent {
-    CaptureEvent::Data(DataRecord {
-        socket,
-        tid,
-        enter_ns: t,
-        exit_ns: t + 5,
-        direction: dir,
-        syscall: match dir {
-            Direction::Ingress => Syscall::Recvfrom,
-            Direction::Egress => Syscall::Sendto,
-        },
-        total_len: bytes.len() as u64,
-        payload: Bytes::copy_from_slice(bytes),
-        runs: Vec::new(),
-        flags: 0,
-        ids: None,
-    })
-}
-
 fn request(path: &str, extra: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: svc\r\n{extra}\r\n").into_bytes()
 }
 
 fn response(status: u16) -> Vec<u8> {
     format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nok").into_bytes()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn path(span: &Span) -> String {

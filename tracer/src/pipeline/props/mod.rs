@@ -9,18 +9,15 @@
 mod bad_input;
 mod splits;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use tracer_common::{Direction, Syscall};
 
-use super::Pipeline;
+pub(super) use super::testutil::pipeline;
 use crate::{
     capture::{CaptureEvent, DataRecord, OpenRecord, SocketId},
-    process::ProcessMeta,
-    sampling::Sampler,
     span::{Span, Value},
-    stitch::StitchConfig,
 };
 
 /// splitmix64: small, deterministic, good enough to shuffle tests.
@@ -42,29 +39,6 @@ impl Rng {
     fn chance(&mut self, percent: usize) -> bool {
         self.below(100) < percent
     }
-}
-
-fn process(pid: u32) -> Arc<ProcessMeta> {
-    Arc::new(ProcessMeta {
-        pid,
-        service_name: format!("svc{pid}"),
-        service_name_is_explicit: false,
-        service_instance_id: format!("id{pid}"),
-        executable_name: "server".into(),
-        executable_path: "/usr/bin/server".into(),
-        command_line: "server".into(),
-        start_ticks: 1,
-        container: None,
-        pod: None,
-    })
-}
-
-fn pipeline(pids: &[u32]) -> Pipeline {
-    let mut p = Pipeline::new(StitchConfig::default(), Sampler::default());
-    for pid in pids {
-        p.add_process(process(*pid));
-    }
-    p
 }
 
 fn open(socket: SocketId, accepted: bool, local: &str, peer: &str, ts_ns: u64) -> CaptureEvent {

@@ -159,14 +159,6 @@ impl Http1Parser {
         self.handoff.take()
     }
 
-    /// The direction requests travel in.
-    fn request_dir(&self) -> Direction {
-        match self.role {
-            Role::Server => Direction::Ingress,
-            Role::Client => Direction::Egress,
-        }
-    }
-
     fn parse_request(&mut self, stream: &mut StreamBuffer) -> Parse<Http1Frame> {
         if self.request_body != Body::Idle {
             // Request bodies end by their length; their timing is not needed.
@@ -364,7 +356,7 @@ impl ProtocolParser for Http1Parser {
             stream.clear();
             return Parse::NeedMore;
         }
-        if dir == self.request_dir() {
+        if dir == self.role.request_direction() {
             self.parse_request(stream)
         } else {
             self.parse_response(stream)
@@ -372,7 +364,7 @@ impl ProtocolParser for Http1Parser {
     }
 
     fn find_boundary(&self, dir: Direction, bytes: &[u8]) -> Option<usize> {
-        if dir == self.request_dir() {
+        if dir == self.role.request_direction() {
             start_line::find(bytes, start_line::request_line)
         } else {
             start_line::find(bytes, start_line::status_line)

@@ -108,14 +108,14 @@ impl Http2Parser {
     /// preface comes first from the client, the server's frames from the server), or joined
     /// mid-stream (`Start::MidStream`).
     pub fn new(role: Role, start: Start) -> Self {
-        let request_dir = request_dir(role);
+        let request_dir = role.request_direction();
         let response_start = match start {
             Start::MidStream => Start::MidStream,
             _ => Start::Fresh,
         };
         let mut readers = [Reader::new(Start::Fresh), Reader::new(Start::Fresh)];
         readers[request_dir as usize] = Reader::new(start);
-        readers[response_dir(role) as usize] = Reader::new(response_start);
+        readers[role.response_direction() as usize] = Reader::new(response_start);
         Self {
             role,
             readers,
@@ -141,7 +141,7 @@ impl Http2Parser {
     pub fn upgraded(role: Role, handoff: H2cHandoff) -> Self {
         let mut parser = Self::new(role, Start::ClientPreface);
         // The client's HTTP2-Settings may allow the server larger frames.
-        parser.readers[response_dir(role) as usize].max_frame = None;
+        parser.readers[role.response_direction() as usize].max_frame = None;
         parser.id_base = handoff.next_stream_id;
         parser.upgraded = handoff.upgraded;
         parser.last_opened = 1;
@@ -193,7 +193,7 @@ impl Http2Parser {
             // No evidence (trailers, unknown names), or both (malformed).
             return !facts.request_pseudo;
         }
-        if facts.request_pseudo == (dir == request_dir(self.role)) {
+        if facts.request_pseudo == (dir == self.role.request_direction()) {
             self.role_confirmed = true;
             return true;
         }
@@ -207,7 +207,7 @@ impl Http2Parser {
     }
 
     fn on_request_block(&mut self, block: Box<Block>, out: &mut Vec<L7Event>) {
-        let dir = request_dir(self.role);
+        let dir = self.role.request_direction();
         if !self.direction_agrees(dir, &block, out) {
             return;
         }
@@ -259,7 +259,7 @@ impl Http2Parser {
     }
 
     fn on_response_block(&mut self, block: Box<Block>, out: &mut Vec<L7Event>) {
-        let dir = response_dir(self.role);
+        let dir = self.role.response_direction();
         if !self.direction_agrees(dir, &block, out) {
             return;
         }
@@ -351,20 +351,6 @@ impl Http2Parser {
     }
 }
 
-fn request_dir(role: Role) -> Direction {
-    match role {
-        Role::Server => Direction::Ingress,
-        Role::Client => Direction::Egress,
-    }
-}
-
-fn response_dir(role: Role) -> Direction {
-    match role {
-        Role::Server => Direction::Egress,
-        Role::Client => Direction::Ingress,
-    }
-}
-
 fn other(dir: Direction) -> Direction {
     match dir {
         Direction::Ingress => Direction::Egress,
@@ -394,7 +380,7 @@ impl ProtocolParser for Http2Parser {
     }
 
     fn pair(&mut self, dir: Direction, frame: Http2Frame, out: &mut Vec<L7Event>) {
-        let from_client = dir == request_dir(self.role);
+        let from_client = dir == self.role.request_direction();
         match frame.0 {
             Event::Headers(block) if from_client => self.on_request_block(block, out),
             Event::Headers(block) => self.on_response_block(block, out),

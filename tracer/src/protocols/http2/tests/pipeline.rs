@@ -2,80 +2,15 @@
 //! `pipeline/tests.rs`: a frontend (HTTP/1 server, pid 1) calls a gRPC backend (pid 2) on this
 //! host over prior-knowledge h2c, with two calls in flight on one connection.
 
-use std::{net::SocketAddr, sync::Arc};
-
-use bytes::Bytes;
-use tracer_common::Syscall;
-
 use super::*;
-use crate::capture::{CaptureEvent, DataRecord, OpenRecord, SocketId};
 use crate::pipeline::Pipeline;
-use crate::process::ProcessMeta;
+use crate::pipeline::testutil::{data as io, hex, open, process, sock};
 use crate::sampling::Sampler;
 use crate::span::{self, Span, SpanKind};
 use crate::stitch::StitchConfig;
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER: &str = "00f067aa0ba902b7";
-
-fn process(pid: u32) -> Arc<ProcessMeta> {
-    Arc::new(ProcessMeta {
-        pid,
-        service_name: format!("svc{pid}"),
-        service_name_is_explicit: false,
-        service_instance_id: format!("id{pid}"),
-        executable_name: "server".into(),
-        executable_path: "/usr/bin/server".into(),
-        command_line: "server".into(),
-        start_ticks: 1,
-        container: None,
-        pod: None,
-    })
-}
-
-fn sock(tgid: u32, fd: i32, conn_gen: u64) -> SocketId {
-    SocketId { tgid, fd, conn_gen }
-}
-
-fn addr(s: &str) -> Option<SocketAddr> {
-    Some(s.parse().unwrap())
-}
-
-fn open(socket: SocketId, accepted: bool, local: &str, peer: &str) -> CaptureEvent {
-    CaptureEvent::Open(OpenRecord {
-        socket,
-        tid: 1,
-        ts_ns: 1,
-        peer: addr(peer),
-        local: addr(local),
-        listen_fd: None,
-        accepted,
-    })
-}
-
-/// `bytes` moved by one syscall of thread `tid` between `t` and `t + 5` (ns).
-fn io(socket: SocketId, tid: u32, t: u64, dir: Direction, bytes: &[u8]) -> CaptureEvent {
-    CaptureEvent::Data(DataRecord {
-        socket,
-        tid,
-        enter_ns: t,
-        exit_ns: t + 5,
-        direction: dir,
-        syscall: match dir {
-            Direction::Ingress => Syscall::Recvfrom,
-            Direction::Egress => Syscall::Sendto,
-        },
-        total_len: bytes.len() as u64,
-        payload: Bytes::copy_from_slice(bytes),
-        runs: Vec::new(),
-        flags: 0,
-        ids: None,
-    })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn named<'a>(spans: &'a [Span], pid: u32, name: &str) -> Vec<&'a Span> {
     spans
