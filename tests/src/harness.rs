@@ -210,9 +210,13 @@ impl Agent {
         cmd.args(&args)
             .stderr(Stdio::piped())
             .stdout(Stdio::piped());
-        // Only the variables a test sets reach the agent's OTLP configuration.
+        // Only the variables a test sets reach the agent's OTLP and Kubernetes configuration
+        // (a developer's KUBECONFIG would turn the Kubernetes layer on).
         for (key, _) in std::env::vars() {
-            if key.starts_with("OTEL_") {
+            if key.starts_with("OTEL_")
+                || ["KUBECONFIG", "KUBERNETES_SERVICE_HOST", "K8S_NODE_NAME"]
+                    .contains(&key.as_str())
+            {
                 cmd.env_remove(key);
             }
         }

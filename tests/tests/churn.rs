@@ -127,7 +127,15 @@ async fn short_lived_processes_and_connections_leave_no_residue() -> Result<()> 
     // Afterwards: only the long-lived server's state is left, everywhere: what it held
     // before the churn (its listening socket), nothing for the 2000 gone processes.
     let table = |text: &str, name: &str| metric(text, "tracer_table_entries", &[("table", name)]);
-    let base = |name: &str| table(&baseline, name);
+    let base = |name: &str| {
+        let value = table(&baseline, name);
+        // A renamed series must not pass as None == None.
+        assert!(
+            value.is_some(),
+            "no tracer_table_entries{{table=\"{name}\"}} before the churn"
+        );
+        value
+    };
     let expected = [
         // The server; the clients' parent exits after its last child.
         ("processes", Some(1)),

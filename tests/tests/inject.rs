@@ -80,6 +80,18 @@ fn recorded(pair: &Pair) -> Result<BTreeMap<String, (Vec<String>, u64)>> {
     Ok(out)
 }
 
+/// The client ports (connections) the backend received the paths `wanted` from.
+fn client_ports(pair: &Pair, wanted: impl Fn(&str) -> bool) -> Result<HashSet<u64>> {
+    let mut ports = HashSet::new();
+    for line in std::fs::read_to_string(&pair.record)?.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line)?;
+        if wanted(entry["path"].as_str().context("path")?) {
+            ports.insert(entry["client_port"].as_u64().context("client_port")?);
+        }
+    }
+    Ok(ports)
+}
+
 /// The relay's body size for item `i` (inject_services.py `body_for`).
 fn body_len(i: u32) -> u64 {
     (i as u64 * 97) % 3100
@@ -268,7 +280,19 @@ async fn injects_and_leaves_nothing_behind(protocol: Protocol) -> Result<()> {
             traces.insert(trace);
         }
     }
-    // One keep-alive connection carried them all, and no request joined another's trace.
+    // Keep-alive connections carried them (the case that chains unrelated requests into
+    // mega-traces), and no request joined another's trace.
+    let fresh = |path: &str| {
+        path.strip_prefix("/echo/")
+            .and_then(|i| i.parse::<u32>().ok())
+            .is_some_and(|i| i < FRESH)
+    };
+    let ports = client_ports(&untraced, fresh)?;
+    ensure!(
+        ports.len() * 10 <= FRESH as usize,
+        "{FRESH} requests over {} connections: keep-alive was not exercised",
+        ports.len()
+    );
     ensure!(
         traces.len() == FRESH as usize,
         "{} distinct traces for {FRESH} requests",

@@ -265,6 +265,14 @@ async fn http1_credentials_query_values_and_bodies_stay_on_the_host() -> Result<
             out.contains(&set_cookie) && out.contains(markers.get("RESPONSE_BODY")),
             "the answer carried its secrets: {out}"
         );
+        // The audit's own check: it finds these secrets where they are.
+        let found = markers.leaks_in("curl's output", out.as_bytes());
+        ensure!(
+            ["SET_COOKIE", "RESPONSE_BODY"]
+                .iter()
+                .all(|name| found.iter().any(|l| l.starts_with(&format!("{name} in")))),
+            "the audit misses secrets in plain sight: {found:?}"
+        );
     }
 
     receiver

@@ -450,14 +450,23 @@ mod tests {
             kernel_sockets: 0,
             uptime_seconds: 1,
         });
-        for counter in Counter::ALL.iter().filter(|c| c.is_drop()) {
-            assert!(
-                metrics.iter().any(|m| m.name == "tracer_kernel_drops"
-                    && m.labels == [("cause".to_string(), counter.name().to_string())]),
-                "{} missing",
-                counter.name()
-            );
-        }
+        let mut causes: Vec<&str> = metrics
+            .iter()
+            .filter(|m| m.name == "tracer_kernel_drops")
+            .map(|m| m.labels[0].1.as_str())
+            .collect();
+        causes.sort_unstable();
+        // Written out: a drop counter added to the kernel must be added here on purpose.
+        assert_eq!(
+            causes,
+            [
+                "args_map_full",
+                "mmsg_limit",
+                "process_map_full",
+                "ring_full",
+                "socket_map_full"
+            ]
+        );
         // Families are contiguous, as the renderer needs.
         let mut seen = std::collections::HashSet::new();
         let mut last = "";
