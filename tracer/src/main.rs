@@ -100,8 +100,6 @@ fn run(args: RunArgs) -> Result<()> {
             ring_bytes: ring_mib << 20,
             inject_traceparent: args.inject_traceparent
                 || config.inject_traceparent.unwrap_or(false),
-            // Set by the agent from its sampler.
-            sample_below: u64::MAX,
         },
         stitch: StitchConfig::default(),
         record_events: args.record_events,

@@ -126,8 +126,13 @@ pub fn collect(s: &Sources) -> Vec<Metric> {
     let p = s.pipeline;
     let c = &p.connections;
     let st = &p.stitch;
-    let counters: [(&str, &str, u64); 17] = [
+    let counters: [(&str, &str, u64); 18] = [
         ("records", "Ring-buffer records decoded.", p.records),
+        (
+            "untraced_events",
+            "Records of processes no longer traced (still in the ring when tracing stopped).",
+            p.untraced_events,
+        ),
         (
             "decode_errors",
             "Records that could not be decoded.",

@@ -74,18 +74,14 @@ pub async fn run(options: RunOptions) -> Result<()> {
         None => None,
     };
 
-    let capture_config = CaptureConfig {
-        sample_below: sampler.root_threshold(),
-        ..options.capture
-    };
-    let (capture, ring) = Capture::load(capture_config)?;
+    let capture_config = options.capture;
+    let (mut capture, ring) = Capture::load(capture_config, sampler.root_threshold())?;
     if capture_config.inject_traceparent {
         tracing::info!(
             "traceparent injection on: outgoing HTTP/1 requests of traced processes get a \
              traceparent header while they serve a request"
         );
     }
-    let mut capture = capture;
     if let Some(logger) = capture.take_logger() {
         tokio::spawn(forward_kernel_logs(logger));
     }

@@ -188,7 +188,7 @@ impl Agent {
             ),
             Selector::Namespace(_) | Selector::PodLabel(_) | Selector::PodAnnotation(_) => {
                 let pods: Vec<_> = self.kubernetes.pods.pods().cloned().collect();
-                self.processes_in_pods(&selector, &pods)
+                self.processes_in_pods(&selector, &pods, &selectors::processes_in_containers())
             }
         };
         let origin = selector.to_string();

@@ -31,9 +31,6 @@ pub struct CaptureConfig {
     /// Insert `traceparent` into outgoing HTTP/1 requests of traced processes (loads the
     /// `sk_msg` program; off: nothing of injection runs).
     pub inject_traceparent: bool,
-    /// Traces the kernel starts (injection) are sampled when the low 56 bits of their id are
-    /// below this: the agent's root sampler (`Sampler::root_threshold`).
-    pub sample_below: u64,
 }
 
 /// The loaded, attached capture programs and the maps the agent controls.
@@ -55,7 +52,9 @@ pub struct Capture {
 
 impl Capture {
     /// Loads and attaches. Returns the capture handle and the event ring buffer.
-    pub fn load(config: CaptureConfig) -> Result<(Self, RingBuf<MapData>)> {
+    /// Loads and attaches the programs. Traces the kernel starts (injection) are sampled when
+    /// the low 56 bits of their id are below `sample_below` (`Sampler::root_threshold`).
+    pub fn load(config: CaptureConfig, sample_below: u64) -> Result<(Self, RingBuf<MapData>)> {
         raise_memlock_limit();
         let agent = std::process::id();
         let fork_child = tracefs::field_offset("sched", "sched_process_fork", "child_pid")
@@ -66,11 +65,7 @@ impl Capture {
             .override_global(names::GLOBAL_AGENT_TGID, &agent, true)
             .override_global(names::GLOBAL_FORK_CHILD_PID_OFFSET, &fork_child, true)
             .override_global(inject_names::GLOBAL_INJECT, &inject, true)
-            .override_global(
-                inject_names::GLOBAL_SAMPLE_BELOW,
-                &config.sample_below,
-                true,
-            )
+            .override_global(inject_names::GLOBAL_SAMPLE_BELOW, &sample_below, true)
             .map_max_entries(names::EVENTS, config.ring_bytes)
             .load(OBJECT)
             .context("loading the capture object into the kernel")?;
@@ -133,11 +128,6 @@ impl Capture {
             .with_context(|| format!("enabling capture for pid {tgid}"))
     }
 
-    /// Whether the kernel captures `tgid` (it may have enabled it itself, at fork or exec).
-    pub fn is_enabled(&self, tgid: u32) -> bool {
-        self.enabled.get(&tgid, 0).is_ok()
-    }
-
     /// Removes `tgid` from the enabled processes only: for entries the kernel made that are
     /// not processes (a thread seen at fork) or that no selector confirms. No socket can exist
     /// for them, so no socket scan.
@@ -166,7 +156,7 @@ impl Capture {
     }
 
     /// Frees the SOCKETS entries of a process (after it exited or was disabled).
-    pub fn forget_sockets_of(&mut self, tgid: u32) -> usize {
+    pub fn forget_sockets_of(&mut self, tgid: u32) {
         let keys: Vec<SockKey> = self
             .sockets
             .keys()
@@ -189,7 +179,6 @@ impl Capture {
                 let _ = inject_sockets.remove(key);
             }
         }
-        keys.len()
     }
 
     /// Process names the kernel enables at exec (exe selectors), as comm keys.

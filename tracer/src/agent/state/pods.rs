@@ -6,7 +6,7 @@ use std::{collections::HashSet, sync::Arc};
 use super::{Agent, selectors};
 use crate::{
     control::Selector,
-    kubernetes::{Pod, PodEvent},
+    kubernetes::{Pod, PodEvent, cgroup::Container},
 };
 
 impl Agent {
@@ -40,6 +40,8 @@ impl Agent {
             return;
         }
         self.untrace_pods_no_longer_selected(changed.iter().map(|(_, new)| new));
+        // Every process's container, read from /proc once for all the selectors.
+        let mut containers = None;
         for (selector, service_name) in pod_selectors {
             // Only pods that now match and have new containers (or did not match before) can
             // have processes this selector does not trace yet.
@@ -57,7 +59,8 @@ impl Agent {
                 continue;
             }
             let origin = selector.to_string();
-            for pid in self.processes_in_pods(&selector, &candidates) {
+            let containers = containers.get_or_insert_with(selectors::processes_in_containers);
+            for pid in self.processes_in_pods(&selector, &candidates, containers) {
                 if self.traced.contains_key(&pid) {
                     continue;
                 }
@@ -70,16 +73,21 @@ impl Agent {
     }
 
     /// The processes (not yet traced or traced) in the containers of `pods` that `selector`
-    /// matches.
-    pub(super) fn processes_in_pods(&self, selector: &Selector, pods: &[Arc<Pod>]) -> Vec<u32> {
+    /// matches, among `containers` (`selectors::processes_in_containers`).
+    pub(super) fn processes_in_pods(
+        &self,
+        selector: &Selector,
+        pods: &[Arc<Pod>],
+        containers: &[(u32, Container)],
+    ) -> Vec<u32> {
         let matching: Vec<&Arc<Pod>> = pods.iter().filter(|p| p.matches(selector)).collect();
         if matching.is_empty() {
             return Vec::new();
         }
         let ids: HashSet<&str> = matching.iter().flat_map(|p| p.container_ids()).collect();
         let uids: HashSet<&str> = matching.iter().map(|p| p.uid.as_str()).collect();
-        selectors::processes_in_containers()
-            .into_iter()
+        containers
+            .iter()
             .filter(|(_, container)| {
                 ids.contains(container.id.as_str())
                     // A container the pod's status does not list yet, placed by its cgroup's
@@ -93,7 +101,7 @@ impl Agent {
                                 .is_some_and(|(pod, _)| pod.uid == uid)
                     })
             })
-            .map(|(pid, _)| pid)
+            .map(|(pid, _)| *pid)
             .collect()
     }
 
