@@ -111,9 +111,9 @@ struct Pending {
     /// Agent time (CLOCK_MONOTONIC) when the request was processed.
     seen_ns: u64,
     thread: (u32, u32),
-    /// The W3C context the request carried (server spans), to recognise the calls an
-    /// application makes while propagating it.
-    incoming: Option<TraceContext>,
+    /// The trace and parent ids of the W3C context the request carried (server spans), to
+    /// recognise the calls an application makes while propagating it.
+    incoming: Option<(TraceId, SpanId)>,
     ending: Option<Ending>,
     /// A span was linked to this one as its child: once exported, it is remembered in
     /// `settled` for children still pending (every child is linked while its parent is
@@ -318,10 +318,9 @@ impl Stitcher {
                 start_ns,
                 seen_ns: now_ns,
                 thread,
-                incoming: if role == Role::Server {
-                    req.context.clone()
-                } else {
-                    None
+                incoming: match role {
+                    Role::Server => req.context.as_ref().map(|c| (c.trace_id, c.parent_id)),
+                    Role::Client => None,
                 },
                 ending: None,
                 is_parent,
@@ -470,13 +469,13 @@ impl Stitcher {
             let Some(span) = self.pending.get(key) else {
                 continue;
             };
-            let Some(incoming) = &span.incoming else {
+            let Some((trace_id, parent_id)) = span.incoming else {
                 continue;
             };
-            if incoming.trace_id != ctx.trace_id || span.start_ns > at_ns {
+            if trace_id != ctx.trace_id || span.start_ns > at_ns {
                 continue;
             }
-            let candidate = (incoming.parent_id == ctx.parent_id, span.start_ns, *key);
+            let candidate = (parent_id == ctx.parent_id, span.start_ns, *key);
             if best.is_none_or(|b| (candidate.0, candidate.1) > (b.0, b.1)) {
                 best = Some(candidate);
             }
