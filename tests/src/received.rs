@@ -78,6 +78,28 @@ impl ReceivedSpan {
     pub fn resource_attr(&self, key: &str) -> Option<&AttrValue> {
         self.resource.get(key)
     }
+
+    /// A string attribute, "" when absent (or not a string).
+    pub fn str_attr(&self, key: &str) -> &str {
+        self.attr(key).and_then(AttrValue::as_str).unwrap_or("")
+    }
+
+    /// An integer attribute, -1 when absent (or not an integer).
+    pub fn int_attr(&self, key: &str) -> i64 {
+        self.attr(key).and_then(AttrValue::as_int).unwrap_or(-1)
+    }
+
+    /// `url.path`, "" when absent.
+    pub fn path(&self) -> &str {
+        self.str_attr("url.path")
+    }
+
+    /// The resource's `process.pid`, -1 when absent.
+    pub fn pid(&self) -> i64 {
+        self.resource_attr("process.pid")
+            .and_then(AttrValue::as_int)
+            .unwrap_or(-1)
+    }
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use tracer_e2e::{
-    OtlpReceiver, Protocol, ReceivedSpan,
+    OtlpReceiver, Protocol,
     harness::{Agent, Service, free_port, is_root, run_args},
     observe::{KernelObjects, metric, scrape},
 };
@@ -17,10 +17,6 @@ use tracer_e2e::{
 /// The tests here run one at a time: the SIGKILL test tells the agent's kernel objects
 /// apart by what appeared while it started.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn path_of(span: &ReceivedSpan) -> &str {
-    span.attr("url.path").and_then(|v| v.as_str()).unwrap_or("")
-}
 
 async fn get(client: &reqwest::Client, service: &Service, path: &str, header: &str) -> Result<()> {
     let response = client
@@ -106,7 +102,7 @@ async fn sigkill_leaves_nothing_in_the_kernel_and_a_new_agent_traces_again() -> 
     get(&client, &service, "/second/2", "").await?;
     get(&client, &service, "/second/3", "").await?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let traced = |path: &str| receiver.spans().iter().any(|s| path_of(s) == path);
+    let traced = |path: &str| receiver.spans().iter().any(|s| s.path() == path);
     while !(traced("/second/1") && traced("/second/3")) {
         ensure!(
             Instant::now() < deadline,
@@ -168,7 +164,7 @@ async fn a_ring_overflow_is_counted_and_visible_and_tracing_recovers() -> Result
         let after: Vec<String> = receiver
             .spans()
             .iter()
-            .map(|s| path_of(s).to_string())
+            .map(|s| s.path().to_string())
             .filter(|p| p.starts_with("/after/"))
             .collect();
         if after.len() >= 5 {
@@ -212,7 +208,7 @@ async fn a_ring_overflow_is_counted_and_visible_and_tracing_recovers() -> Result
     let burst_spans = receiver
         .spans()
         .iter()
-        .filter(|s| path_of(s).starts_with("/burst/"))
+        .filter(|s| s.path().starts_with("/burst/"))
         .count();
     ensure!(
         burst_spans < burst,

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use tracer_e2e::{
-    AttrValue, OtlpReceiver, Protocol, ReceivedSpan,
+    OtlpReceiver, Protocol, ReceivedSpan,
     harness::{Agent, Proc, Service, is_root, root, run_args},
     observe::{memory_kib, metric},
 };
@@ -25,12 +25,6 @@ const ABANDON_EVERY: u32 = 50;
 const SERVER: i32 = 2;
 const CLIENT: i32 = 3;
 const STATUS_ERROR: i32 = 2;
-
-fn path_of(span: &ReceivedSpan) -> &str {
-    span.attr("url.path")
-        .and_then(AttrValue::as_str)
-        .unwrap_or("")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_lived_processes_and_connections_leave_no_residue() -> Result<()> {
@@ -85,7 +79,7 @@ async fn short_lived_processes_and_connections_leave_no_residue() -> Result<()> 
     let mut per_request: BTreeMap<(i32, String), Vec<&ReceivedSpan>> = BTreeMap::new();
     for span in &spans {
         per_request
-            .entry((span.kind, path_of(span).to_string()))
+            .entry((span.kind, span.path().to_string()))
             .or_default()
             .push(span);
     }

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use tracer_e2e::{
-    AttrValue, OtlpReceiver, ReceivedSpan,
+    AttrValue, OtlpReceiver,
     harness::{
         Agent, Proc, Service, TempDir, agent_binary, curl, free_port, is_root, root, run_args,
     },
@@ -24,12 +24,6 @@ fn services_script() -> String {
         .join("tests/fixtures/http_services.py")
         .display()
         .to_string()
-}
-
-fn pid_of(span: &ReceivedSpan) -> i64 {
-    span.resource_attr("process.pid")
-        .and_then(AttrValue::as_int)
-        .unwrap_or(-1)
 }
 
 /// An idle agent (no selector) exporting to `receiver`.
@@ -84,7 +78,7 @@ async fn enable_by_pid_status_and_disable() -> Result<()> {
     ensure!(curl(&backend.url("/inventory/1"), &[])? == 200);
     let spans = receiver.wait_for_spans(1, Duration::from_secs(15)).await?;
     ensure!(spans[0].service_name == "inventory", "{:#?}", spans[0]);
-    ensure!(pid_of(&spans[0]) == pid as i64);
+    ensure!(spans[0].pid() == pid as i64);
 
     let status = agent.cli_ok(&["status"])?;
     let row = status
@@ -216,7 +210,7 @@ async fn an_exe_selector_picks_up_a_process_started_later() -> Result<()> {
     ensure!(curl(&format!("http://127.0.0.1:{port}/late/1"), &[])? == 200);
     let spans = receiver.wait_for_spans(1, Duration::from_secs(15)).await?;
     ensure!(
-        spans[0].service_name == "late" && pid_of(&spans[0]) == child.pid() as i64,
+        spans[0].service_name == "late" && spans[0].pid() == child.pid() as i64,
         "{:#?}",
         spans[0]
     );
@@ -265,7 +259,7 @@ async fn a_port_selector_picks_up_the_process_that_starts_listening() -> Result<
     ensure!(curl(&service.url("/port/1"), &[])? == 200);
     let spans = receiver.wait_for_spans(1, Duration::from_secs(15)).await?;
     ensure!(
-        pid_of(&spans[0]) == service.proc.pid() as i64,
+        spans[0].pid() == service.proc.pid() as i64,
         "{:#?}",
         spans[0]
     );
@@ -304,7 +298,7 @@ async fn the_child_of_a_traced_process_is_traced() -> Result<()> {
     let spans = receiver.wait_for_spans(1, Duration::from_secs(15)).await?;
     ensure!(spans[0].service_name == "family", "{:#?}", spans[0]);
     ensure!(
-        pid_of(&spans[0]) != sh as i64,
+        spans[0].pid() != sh as i64,
         "the child served it, not the shell"
     );
     let status = agent.cli_ok(&["status"])?;

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use tracer_e2e::{
-    AttrValue, OtlpReceiver, ReceivedSpan,
+    OtlpReceiver, ReceivedSpan,
     harness::{
         Agent, Proc, TempDir, agent_binary, free_port, is_root, root, run_args, wait_for_port,
     },
@@ -67,18 +67,6 @@ fn exec_traced(agent: &Agent, service: &str, command: &[&str]) -> Result<String>
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn attr<'a>(span: &'a ReceivedSpan, key: &str) -> Option<&'a AttrValue> {
-    span.attr(key)
-}
-
-fn str_attr<'a>(span: &'a ReceivedSpan, key: &str) -> &'a str {
-    attr(span, key).and_then(AttrValue::as_str).unwrap_or("")
-}
-
-fn int_attr(span: &ReceivedSpan, key: &str) -> i64 {
-    attr(span, key).and_then(AttrValue::as_int).unwrap_or(-1)
 }
 
 fn of(spans: &[ReceivedSpan], service: &str, kind: i32) -> Vec<ReceivedSpan> {
@@ -152,20 +140,20 @@ async fn grpcio_unary_streaming_and_a_failure_on_one_channel() -> Result<()> {
         "{names:?}"
     );
     for span in servers.iter().chain(&clients) {
-        ensure!(str_attr(span, "rpc.system") == "grpc", "{span:#?}");
-        ensure!(str_attr(span, "rpc.service") == "demo.Greeter", "{span:#?}");
+        ensure!(span.str_attr("rpc.system") == "grpc", "{span:#?}");
+        ensure!(span.str_attr("rpc.service") == "demo.Greeter", "{span:#?}");
         let method = span.name.rsplit('/').next().unwrap();
-        ensure!(str_attr(span, "rpc.method") == method, "{span:#?}");
+        ensure!(span.str_attr("rpc.method") == method, "{span:#?}");
         let (code, error) = if method == "Fail" {
             (13, true)
         } else {
             (0, false)
         };
-        ensure!(int_attr(span, "rpc.grpc.status_code") == code, "{span:#?}");
+        ensure!(span.int_attr("rpc.grpc.status_code") == code, "{span:#?}");
         // INTERNAL is an error on both sides.
         ensure!((span.status_code == ERROR) == error, "{span:#?}");
         ensure!(
-            str_attr(span, "network.protocol.version") == "2",
+            span.str_attr("network.protocol.version") == "2",
             "{span:#?}"
         );
     }
@@ -174,7 +162,7 @@ async fn grpcio_unary_streaming_and_a_failure_on_one_channel() -> Result<()> {
     // found them.
     let ports: std::collections::BTreeSet<i64> = servers
         .iter()
-        .map(|s| int_attr(s, "network.peer.port"))
+        .map(|s| s.int_attr("network.peer.port"))
         .collect();
     ensure!(ports.len() == 1, "one connection: {ports:?}");
     check_pairs(&clients, &servers)
@@ -206,13 +194,13 @@ async fn tonic_server_and_client() -> Result<()> {
     for span in servers.iter().chain(&clients) {
         ensure!(span.name == method, "{span:#?}");
         ensure!(
-            str_attr(span, "rpc.service") == "opentelemetry.proto.collector.trace.v1.TraceService"
+            span.str_attr("rpc.service") == "opentelemetry.proto.collector.trace.v1.TraceService"
         );
-        ensure!(str_attr(span, "rpc.method") == "Export");
+        ensure!(span.str_attr("rpc.method") == "Export");
     }
     let failed: Vec<_> = servers
         .iter()
-        .filter(|s| int_attr(s, "rpc.grpc.status_code") == 13)
+        .filter(|s| s.int_attr("rpc.grpc.status_code") == 13)
         .collect();
     ensure!(
         failed.len() == 1 && failed[0].status_code == ERROR,
@@ -221,7 +209,7 @@ async fn tonic_server_and_client() -> Result<()> {
     ensure!(
         servers
             .iter()
-            .filter(|s| int_attr(s, "rpc.grpc.status_code") == 0)
+            .filter(|s| s.int_attr("rpc.grpc.status_code") == 0)
             .count()
             == 3
     );
@@ -284,7 +272,7 @@ async fn curl_h2c_prior_knowledge_against_nghttpd() -> Result<()> {
         .map(|s| {
             (
                 s.name.clone(),
-                int_attr(s, "http.response.status_code"),
+                s.int_attr("http.response.status_code"),
                 s.status_code == ERROR,
             )
         })
@@ -300,18 +288,18 @@ async fn curl_h2c_prior_knowledge_against_nghttpd() -> Result<()> {
     );
     for span in servers.iter().chain(&clients) {
         ensure!(
-            str_attr(span, "network.protocol.version") == "2",
+            span.str_attr("network.protocol.version") == "2",
             "{span:#?}"
         );
         ensure!(
-            attr(span, "rpc.system").is_none(),
+            span.attr("rpc.system").is_none(),
             "plain HTTP/2 is not gRPC: {span:#?}"
         );
     }
     // The client sees the 404 as an error; the server does not.
     let missing = clients
         .iter()
-        .find(|s| str_attr(s, "url.path") == "/missing")
+        .find(|s| s.str_attr("url.path") == "/missing")
         .context("client /missing")?;
     ensure!(missing.status_code == ERROR, "{missing:#?}");
     check_pairs(&clients, &servers)
@@ -373,7 +361,7 @@ async fn a_grpc_chain_keeps_one_trace_with_its_parents() -> Result<()> {
     ensure!(b_server.parent_span_id == a_client.span_id, "{b_server:#?}");
     for span in [a_server, a_client, b_server] {
         ensure!(span.trace_id == trace, "{span:#?}");
-        ensure!(int_attr(span, "rpc.grpc.status_code") == 0 && span.status_code != ERROR);
+        ensure!(span.int_attr("rpc.grpc.status_code") == 0 && span.status_code != ERROR);
     }
     ensure!(
         a_client.start_unix_nano >= a_server.start_unix_nano

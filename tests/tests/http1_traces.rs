@@ -55,18 +55,6 @@ fn start_pairs() -> Result<Vec<Pair>> {
     Ok(pairs)
 }
 
-fn pid_of(span: &ReceivedSpan) -> i64 {
-    span.resource_attr("process.pid")
-        .and_then(AttrValue::as_int)
-        .unwrap_or(-1)
-}
-
-fn path_of(span: &ReceivedSpan) -> &str {
-    span.attr("url.path")
-        .and_then(AttrValue::as_str)
-        .unwrap_or("")
-}
-
 fn status_of(span: &ReceivedSpan) -> i64 {
     span.attr("http.response.status_code")
         .and_then(AttrValue::as_int)
@@ -106,7 +94,7 @@ fn check_tree(
         pair.backend.proc.pid() as i64,
     );
     let server = one(spans, &format!("frontend server span ({label})"), |s| {
-        pid_of(s) == fpid && s.kind == SERVER && path_of(s) == path
+        s.pid() == fpid && s.kind == SERVER && s.path() == path
     })?;
     match incoming {
         Some((trace, parent)) => {
@@ -148,7 +136,7 @@ fn check_tree(
 
     let clients: Vec<_> = spans
         .iter()
-        .filter(|s| pid_of(s) == fpid && s.kind == CLIENT && s.parent_span_id == server.span_id)
+        .filter(|s| s.pid() == fpid && s.kind == CLIENT && s.parent_span_id == server.span_id)
         .collect();
     ensure!(
         clients.len() == backend_paths.len(),
@@ -160,10 +148,10 @@ fn check_tree(
             spans,
             &format!("client span {backend_path} ({label})"),
             |s| {
-                pid_of(s) == fpid
+                s.pid() == fpid
                     && s.kind == CLIENT
                     && s.parent_span_id == server.span_id
-                    && path_of(s) == *backend_path
+                    && s.path() == *backend_path
             },
         )?;
         ensure!(
@@ -182,10 +170,10 @@ fn check_tree(
         let backend = one(
             spans,
             &format!("backend span {backend_path} ({label})"),
-            |s| pid_of(s) == bpid && s.kind == SERVER && s.parent_span_id == client.span_id,
+            |s| s.pid() == bpid && s.kind == SERVER && s.parent_span_id == client.span_id,
         )?;
         ensure!(
-            path_of(backend) == *backend_path,
+            backend.path() == *backend_path,
             "{label}: backend path: {backend:#?}"
         );
         ensure!(
@@ -247,14 +235,14 @@ async fn traces_whole_trees(protocol: Protocol) -> Result<()> {
 
     for (i, pair) in pairs.iter().enumerate() {
         let frontend_pid = pair.frontend.proc.pid() as i64;
-        for span in spans.iter().filter(|s| pid_of(s) == frontend_pid) {
+        for span in spans.iter().filter(|s| s.pid() == frontend_pid) {
             ensure!(
                 span.service_name == format!("frontend-{i}"),
                 "named service: {span:#?}"
             );
         }
         let backend_pid = pair.backend.proc.pid() as i64;
-        for span in spans.iter().filter(|s| pid_of(s) == backend_pid) {
+        for span in spans.iter().filter(|s| s.pid() == backend_pid) {
             ensure!(
                 span.service_name.starts_with("python3"),
                 "executable name: {span:#?}"
@@ -285,7 +273,7 @@ async fn traces_whole_trees(protocol: Protocol) -> Result<()> {
             "host.name: {span:#?}"
         );
         ensure!(span.resource_attr("service.instance.id").is_some());
-        let expected_name = match path_of(span) {
+        let expected_name = match span.path() {
             p if p.starts_with("/checkout/") => "GET /checkout/{id}",
             p if p.starts_with("/inventory/") => "GET /inventory/{id}",
             p if p.starts_with("/price/") => "GET /price/{id}",

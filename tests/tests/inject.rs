@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use tracer_e2e::{
-    AttrValue, OtlpReceiver, Protocol, ReceivedSpan,
+    OtlpReceiver, Protocol, ReceivedSpan,
     harness::{Agent, Service, TempDir, is_root, root, run_args},
     observe::metric,
 };
@@ -114,23 +114,11 @@ async fn relay(
     Ok(())
 }
 
-fn pid_of(span: &ReceivedSpan) -> i64 {
-    span.resource_attr("process.pid")
-        .and_then(AttrValue::as_int)
-        .unwrap_or(-1)
-}
-
-fn path_of(span: &ReceivedSpan) -> &str {
-    span.attr("url.path")
-        .and_then(AttrValue::as_str)
-        .unwrap_or("")
-}
-
 /// Spans by (pid, kind, path); each must be unique.
 fn index(spans: &[ReceivedSpan]) -> Result<BTreeMap<(i64, i32, String), &ReceivedSpan>> {
     let mut out = BTreeMap::new();
     for span in spans {
-        let key = (pid_of(span), span.kind, path_of(span).to_string());
+        let key = (span.pid(), span.kind, span.path().to_string());
         ensure!(
             out.insert(key.clone(), span).is_none(),
             "two spans for {key:?}"

@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use tracer_e2e::{
-    AttrValue, OtlpReceiver, ReceivedSpan,
+    OtlpReceiver, ReceivedSpan,
     harness::{Agent, Service, TempDir, agent_binary, is_root, root, run_args},
 };
 
@@ -171,14 +171,6 @@ fn stop_agent(mut agent: Agent) -> Result<Vec<String>> {
     Ok(agent.log())
 }
 
-fn str_attr<'a>(span: &'a ReceivedSpan, key: &str) -> &'a str {
-    span.attr(key).and_then(AttrValue::as_str).unwrap_or("")
-}
-
-fn int_attr(span: &ReceivedSpan, key: &str) -> i64 {
-    span.attr(key).and_then(AttrValue::as_int).unwrap_or(-1)
-}
-
 fn of(spans: &[ReceivedSpan], service: &str, kind: i32) -> Vec<ReceivedSpan> {
     spans
         .iter()
@@ -293,23 +285,23 @@ async fn http1_credentials_query_values_and_bodies_stay_on_the_host() -> Result<
     );
     for span in servers.iter().chain(&clients) {
         ensure!(
-            int_attr(span, "http.response.status_code") == 200 && span.status_code != ERROR,
+            span.int_attr("http.response.status_code") == 200 && span.status_code != ERROR,
             "{span:#?}"
         );
         // Keys stay, values go.
         ensure!(
-            str_attr(span, "url.query") == "token=REDACTED&b=REDACTED",
+            span.str_attr("url.query") == "token=REDACTED&b=REDACTED",
             "{span:#?}"
         );
         ensure!(
-            str_attr(span, "network.protocol.version") == "1.1",
+            span.str_attr("network.protocol.version") == "1.1",
             "{span:#?}"
         );
     }
     for client in &clients {
-        let path = str_attr(client, "url.path");
+        let path = client.str_attr("url.path");
         ensure!(
-            str_attr(client, "url.full")
+            client.str_attr("url.full")
                 == service.url(&format!("{path}?token=REDACTED&b=REDACTED")),
             "{client:#?}"
         );
@@ -358,10 +350,10 @@ async fn grpc_metadata_and_messages_stay_on_the_host() -> Result<()> {
     ensure!(servers.len() == 3 && clients.len() == 3, "{spans:#?}");
     for span in servers.iter().chain(&clients) {
         ensure!(span.name == "demo.Greeter/Secret", "{span:#?}");
-        ensure!(str_attr(span, "rpc.system") == "grpc", "{span:#?}");
-        ensure!(str_attr(span, "rpc.method") == "Secret", "{span:#?}");
+        ensure!(span.str_attr("rpc.system") == "grpc", "{span:#?}");
+        ensure!(span.str_attr("rpc.method") == "Secret", "{span:#?}");
         ensure!(
-            int_attr(span, "rpc.grpc.status_code") == 0 && span.status_code != ERROR,
+            span.int_attr("rpc.grpc.status_code") == 0 && span.status_code != ERROR,
             "{span:#?}"
         );
     }

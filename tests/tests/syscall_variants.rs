@@ -14,10 +14,6 @@ use tracer_e2e::{
 
 const STATUS_ERROR: i32 = 2;
 
-fn path(s: &ReceivedSpan) -> &str {
-    s.attr("url.path").and_then(AttrValue::as_str).unwrap_or("")
-}
-
 fn status(s: &ReceivedSpan) -> i64 {
     s.attr("http.response.status_code")
         .and_then(AttrValue::as_int)
@@ -35,7 +31,7 @@ fn summary(spans: &[ReceivedSpan]) -> Vec<(String, String, i64, bool)> {
                 .unwrap_or("");
             (
                 method.to_string(),
-                path(s).to_string(),
+                s.path().to_string(),
                 status(s),
                 s.status_code == STATUS_ERROR,
             )
@@ -142,7 +138,7 @@ async fn nginx_keep_alive_with_sendfile_bodies_and_head() -> Result<()> {
             .iter()
             .all(|s| s.service_name == "nginx" && s.kind == 2)
     );
-    let api = spans.iter().find(|s| path(s) == "/api/orders/17").unwrap();
+    let api = spans.iter().find(|s| s.path() == "/api/orders/17").unwrap();
     ensure!(
         api.name == "GET /api/orders/{id}",
         "route template: {}",
