@@ -71,8 +71,10 @@ async fn the_daemonsets_capabilities_are_enough_and_each_is_needed() -> Result<(
     // The system's Python and a copy of the script under /tmp: nobody may not be able to
     // read a checkout or a Python installed under /root.
     let dir = TempDir::new("nobody")?;
+    for file in ["http_services.py", "quiet_http.py"] {
+        std::fs::copy(root().join("tests/fixtures").join(file), dir.path().join(file))?;
+    }
     let script = dir.path().join("http_services.py");
-    std::fs::copy(root().join("tests/fixtures/http_services.py"), &script)?;
     let service = Service::start_command(
         Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
