@@ -23,3 +23,5 @@ pub mod protocols;
 pub mod sampling;
 pub mod span;
 pub mod stitch;
+#[cfg(test)]
+mod test_rng;

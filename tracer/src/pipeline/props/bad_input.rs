@@ -230,7 +230,7 @@ fn reference(clock: u64) -> Vec<Shape> {
 
 #[test]
 fn bad_input_gives_no_span_and_the_next_connection_is_traced_exactly() {
-    let mut rng = Rng(0xbad1);
+    let mut rng = Rng::new(0xbad1);
     check(cases(&mut rng), &mut rng);
 }
 
@@ -264,7 +264,7 @@ fn a_prior_knowledge_request_refused_in_http1_gives_no_span() {
         sent: vec![whole(&request)],
         answer: HTTP1_REFUSES_H2,
     };
-    check(vec![case], &mut Rng(0xbad2));
+    check(vec![case], &mut Rng::new(0xbad2));
 }
 
 fn check(cases: Vec<Case>, rng: &mut Rng) {

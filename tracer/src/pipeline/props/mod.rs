@@ -20,26 +20,7 @@ use crate::{
     span::{Span, Value},
 };
 
-/// splitmix64: small, deterministic, good enough to shuffle tests.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-}
+use crate::test_rng::Rng;
 
 fn open(socket: SocketId, accepted: bool, local: &str, peer: &str, ts_ns: u64) -> CaptureEvent {
     let addr = |s: &str| s.parse::<SocketAddr>().ok();

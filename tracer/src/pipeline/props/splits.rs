@@ -548,7 +548,7 @@ fn run(events: Vec<CaptureEvent>) -> Vec<Shape> {
 
 #[test]
 fn any_split_of_valid_conversations_gives_the_same_spans() {
-    let mut rng = Rng(0x5eed_5a1e);
+    let mut rng = Rng::new(0x5eed_5a1e);
     let mut cut_runs = 0;
     for round in 0..40 {
         let messages = conversation(&mut rng);

@@ -436,26 +436,11 @@ fn static_table_matches_an_independent_encoder() {
     }
 }
 
-/// A small deterministic generator (splitmix64) for the randomised tests.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use crate::test_rng::Rng;
 
 #[test]
 fn random_blocks_from_an_independent_encoder_decode_exactly() {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let names: [&[u8]; 6] = [
         b":path",
         b"content-type",
@@ -497,7 +482,7 @@ fn random_blocks_from_an_independent_encoder_decode_exactly() {
 
 #[test]
 fn random_bytes_never_panic() {
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     for _ in 0..2_000 {
         let len = rng.below(64);
         let block: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();

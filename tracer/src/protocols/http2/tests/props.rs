@@ -11,26 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use super::*;
 use crate::protocols::http::route;
 
-/// splitmix64: small, deterministic, good enough to shuffle tests.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-}
+use crate::test_rng::Rng;
 
 /// What was really sent on a stream.
 #[derive(Clone, Debug)]
@@ -408,7 +389,7 @@ fn assert_honest(cut: &[L7Event], full: &[L7Event], script: &Script) {
 
 #[test]
 fn random_splits_give_the_same_events() {
-    let mut rng = Rng(0x5eed);
+    let mut rng = Rng::new(0x5eed);
     for round in 0..150 {
         let script = script(&mut rng);
         let (reference, stats) = run(&whole(&script), None, true);
@@ -444,7 +425,7 @@ fn random_splits_give_the_same_events() {
 
 #[test]
 fn random_capture_cuts_never_contradict_what_was_sent() {
-    let mut rng = Rng(0xc0ffee);
+    let mut rng = Rng::new(0xc0ffee);
     let mut degraded = 0;
     for _ in 0..150 {
         let script = script(&mut rng);
@@ -466,7 +447,7 @@ fn random_capture_cuts_never_contradict_what_was_sent() {
 
 #[test]
 fn truncated_conversations_report_a_prefix_then_abandon() {
-    let mut rng = Rng(0x7a11);
+    let mut rng = Rng::new(0x7a11);
     for round in 0..150 {
         let script = script(&mut rng);
         let syscalls = split(&script, &mut rng);
@@ -505,7 +486,7 @@ fn truncated_conversations_report_a_prefix_then_abandon() {
 
 #[test]
 fn garbage_never_panics_and_gives_no_span() {
-    let mut rng = Rng(0x9a4b);
+    let mut rng = Rng::new(0x9a4b);
     for _ in 0..300 {
         let mut c = match rng.below(3) {
             0 => Conn::detecting(),
@@ -544,7 +525,7 @@ fn garbage_never_panics_and_gives_no_span() {
 
 #[test]
 fn bit_flips_never_panic_and_keep_the_books() {
-    let mut rng = Rng(0xf11b);
+    let mut rng = Rng::new(0xf11b);
     for _ in 0..200 {
         let script = script(&mut rng);
         let mut syscalls = split(&script, &mut rng);
