@@ -11,11 +11,12 @@
 //!
 //!     cargo bench -p tracer --bench pipeline
 
-use std::{hint::black_box, path::Path, sync::Arc};
+use std::{hint::black_box, mem::offset_of, path::Path, sync::Arc};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 use tracer::{
+    capture,
     export::{ResourceConfig, clock::WallClock, otlp},
     pipeline::Pipeline,
     process::ProcessMeta,
@@ -23,7 +24,7 @@ use tracer::{
     span::Span,
     stitch::StitchConfig,
 };
-use tracer_common::EventKind;
+use tracer_common::{DataEvent, EventHeader, EventKind};
 
 // The agent's allocator (src/main.rs).
 #[global_allocator]
@@ -31,12 +32,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Times the recording is replayed per iteration.
 const COPIES: u64 = 64;
-/// Header field offsets (tracer_common::EventHeader / DataEvent, `#[repr(C)]`).
-const KIND: usize = 0;
-const TGID: usize = 4;
-const TS: usize = 16;
-const CONN_GEN: usize = 24;
-const DATA_TS_ENTER: usize = 32;
+/// Field offsets of the kernel's record layouts.
+const KIND: usize = offset_of!(EventHeader, kind);
+const TGID: usize = offset_of!(EventHeader, tgid);
+const TS: usize = offset_of!(EventHeader, ts_ns);
+const CONN_GEN: usize = offset_of!(EventHeader, conn_gen);
+const DATA_TS_ENTER: usize = offset_of!(DataEvent, ts_enter_ns);
 
 fn u32_at(r: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes(r[at..at + 4].try_into().unwrap())
@@ -47,30 +48,20 @@ fn add_u64(r: &mut [u8], at: usize, delta: u64) {
     r[at..at + 8].copy_from_slice(&(v + delta).to_ne_bytes());
 }
 
-/// The socket records of the recording (`u32`-LE length, then the record).
+/// The socket records of the recording.
 fn recorded() -> Vec<Vec<u8>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/captures/http1_nginx.rec");
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut records = Vec::new();
-    let mut rest = bytes.as_slice();
-    while rest.len() >= 4 {
-        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
-        let record = &rest[4..4 + len];
-        rest = &rest[4 + len..];
-        let kind = u32_at(record, KIND);
-        if [
-            EventKind::Data,
-            EventKind::Accept,
-            EventKind::Connect,
-            EventKind::Close,
-        ]
-        .iter()
-        .any(|k| *k as u32 == kind)
-        {
-            records.push(record.to_vec());
-        }
-    }
-    records
+    let socket_kinds = [
+        EventKind::Data,
+        EventKind::Accept,
+        EventKind::Connect,
+        EventKind::Close,
+    ];
+    capture::record::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
+        .into_iter()
+        .filter(|r| socket_kinds.iter().any(|k| *k as u32 == u32_at(r, KIND)))
+        .collect()
 }
 
 /// `COPIES` replays of `records`, one after another in time, each on new connections.
