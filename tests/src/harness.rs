@@ -121,20 +121,7 @@ impl Service {
             .context("starting the service")?;
         let stdout = child.stdout.take().context("service stdout")?;
         let proc = Proc::adopt(child);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .context("service did not report its port within 10 s")?;
-        let port = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|p| p.parse().ok())
-            .with_context(|| format!("unexpected service output {line:?}"))?;
+        let port = port_from(stdout)?;
         Ok(Self { proc, port })
     }
 
@@ -298,6 +285,24 @@ impl Agent {
     pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
         self.proc.stop(15, Duration::from_secs(20))
     }
+}
+
+/// Reads the "listening on PORT" line a service prints first (within 20 s: grpcio takes
+/// seconds to import on a loaded machine).
+pub fn port_from(stdout: impl std::io::Read + Send + 'static) -> Result<u16> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .context("the service did not report its port within 20 s")?;
+    line.trim()
+        .strip_prefix("listening on ")
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("unexpected service output {line:?}"))
 }
 
 /// A port nothing listens on right now (the OS picked it; it is free again once returned).

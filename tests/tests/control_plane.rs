@@ -2,7 +2,7 @@
 //! real Python services, curl, and a real OTLP receiver.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::Write,
     os::unix::{
         fs::PermissionsExt,
         process::{CommandExt, ExitStatusExt},
@@ -15,7 +15,8 @@ use anyhow::{Context, Result, ensure};
 use tracer_e2e::{
     AttrValue, OtlpReceiver,
     harness::{
-        Agent, Proc, Service, TempDir, agent_binary, curl, free_port, is_root, root, run_args,
+        Agent, Proc, Service, TempDir, agent_binary, curl, free_port, is_root, port_from, root,
+        run_args,
     },
 };
 
@@ -29,23 +30,6 @@ fn services_script() -> String {
 /// An idle agent (no selector) exporting to `receiver`.
 fn idle_agent(receiver: &OtlpReceiver) -> Result<Agent> {
     Agent::start(&run_args(&[], receiver), &[])
-}
-
-/// Reads the "listening on PORT" line a service prints.
-fn port_from(stdout: impl std::io::Read + Send + 'static) -> Result<u16> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(15))
-        .context("no port line")?;
-    line.trim()
-        .strip_prefix("listening on ")
-        .and_then(|p| p.parse().ok())
-        .with_context(|| format!("unexpected line {line:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

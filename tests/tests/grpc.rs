@@ -3,7 +3,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader},
     process::{Command, Stdio},
     time::Duration,
 };
@@ -12,7 +11,8 @@ use anyhow::{Context, Result, ensure};
 use tracer_e2e::{
     OtlpReceiver, ReceivedSpan,
     harness::{
-        Agent, Proc, TempDir, agent_binary, free_port, is_root, root, run_args, wait_for_port,
+        Agent, Proc, Service, TempDir, agent_binary, free_port, is_root, root, run_args,
+        wait_for_port,
     },
 };
 
@@ -29,28 +29,8 @@ fn grpc_script() -> String {
 
 /// Starts a program that prints "listening on PORT"; returns it and the port.
 fn start_listening(program: &str, args: &[&str]) -> Result<(Proc, u16)> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {program}"))?;
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc::adopt(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .context("no port line")?;
-    let port = line
-        .trim()
-        .strip_prefix("listening on ")
-        .and_then(|p| p.parse().ok())
-        .with_context(|| format!("unexpected line {line:?}"))?;
-    Ok((proc, port))
+    let service = Service::start_command(Command::new(program).args(args))?;
+    Ok((service.proc, service.port))
 }
 
 /// Runs `tracer exec` with the agent's socket; the command must succeed.
