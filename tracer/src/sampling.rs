@@ -85,29 +85,47 @@ impl Sampler {
             Sampler::AlwaysOff | Sampler::ParentBased(RootSampler::AlwaysOff) => return 0,
             Sampler::TraceIdRatio(r) | Sampler::ParentBased(RootSampler::TraceIdRatio(r)) => *r,
         };
-        if ratio >= 1.0 {
-            return u64::MAX;
-        }
-        // value < ratio * 2^56  <=>  value < ceil(ratio * 2^56) for integer values.
-        (ratio * (1u64 << 56) as f64).ceil() as u64
+        threshold(ratio)
     }
+}
+
+/// Trace ids whose low 56 bits are below this are sampled at `ratio`: the one comparison the
+/// kernel (injection) and the agent both make, in integers.
+fn threshold(ratio: f64) -> u64 {
+    if ratio >= 1.0 {
+        return u64::MAX;
+    }
+    // value < ratio * 2^56  <=>  value < ceil(ratio * 2^56) for integer values.
+    (ratio * (1u64 << 56) as f64).ceil() as u64
 }
 
 /// The W3C/OTel convention: compare the trace id's low 56 bits (random in W3C level 2
 /// trace ids) with the ratio.
 fn by_ratio(trace_id: &[u8; 16], ratio: f64) -> bool {
-    if ratio >= 1.0 {
-        return true;
-    }
     let mut low = [0u8; 8];
     low[1..].copy_from_slice(&trace_id[9..]);
-    let value = u64::from_be_bytes(low);
-    (value as f64) < ratio * (1u64 << 56) as f64
+    u64::from_be_bytes(low) < threshold(ratio)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Next to the threshold the agent decides as the kernel does (`low56 < threshold`):
+    /// comparing in f64 rounded values above 2^53.
+    #[test]
+    fn the_agent_and_the_kernel_agree_at_the_threshold() {
+        for ratio in [0.1, 0.25, 1.0 / 3.0, 0.999_999_9] {
+            let t = Sampler::TraceIdRatio(ratio).root_threshold();
+            let id = |low: u64| {
+                let mut id = [0u8; 16];
+                id[8..].copy_from_slice(&low.to_be_bytes());
+                id
+            };
+            assert!(by_ratio(&id(t - 1), ratio), "{ratio}: {} sampled", t - 1);
+            assert!(!by_ratio(&id(t), ratio), "{ratio}: {t} not sampled");
+        }
+    }
 
     #[test]
     fn parses_the_standard_names() {
