@@ -30,9 +30,8 @@ pub struct Facts {
     /// `content-type` is a gRPC one.
     pub grpc: bool,
     pub grpc_status: Option<GrpcStatus>,
-    /// The first two `traceparent` values, and how many there were.
+    /// The first two `traceparent` values (two tell a duplicated header apart).
     pub traceparent: Vec<Vec<u8>>,
-    pub traceparents: usize,
     pub tracestate: Vec<Vec<u8>>,
     /// A request pseudo-header field was read (`:method`, `:scheme`, `:path`, `:authority`,
     /// `:protocol`): the block is a request head (or a pushed request).
@@ -97,11 +96,8 @@ impl Facts {
                     None => GrpcStatus::Invalid,
                 });
             }
-            b"traceparent" => {
-                if self.traceparent.len() < 2 {
-                    self.traceparent.push(value.to_vec());
-                }
-                self.traceparents += 1;
+            b"traceparent" if self.traceparent.len() < 2 => {
+                self.traceparent.push(value.to_vec());
             }
             b"tracestate" if self.tracestate.len() < MAX_TRACESTATE_FIELDS => {
                 self.tracestate.push(value.to_vec());
