@@ -72,7 +72,10 @@ async fn the_daemonsets_capabilities_are_enough_and_each_is_needed() -> Result<(
     // read a checkout or a Python installed under /root.
     let dir = TempDir::new("nobody")?;
     for file in ["http_services.py", "quiet_http.py"] {
-        std::fs::copy(root().join("tests/fixtures").join(file), dir.path().join(file))?;
+        std::fs::copy(
+            root().join("tests/fixtures").join(file),
+            dir.path().join(file),
+        )?;
     }
     let script = dir.path().join("http_services.py");
     let service = Service::start_command(

@@ -5,7 +5,7 @@
 //! ```toml
 //! control_socket = "/run/tracer/tracer.sock"
 //! capture_bytes = 4096
-//! ring_buffer_mib = 8
+//! ring_buffer_mib = 4
 //! inject_traceparent = false
 //! metrics_addr = "127.0.0.1:9464"
 //!

@@ -73,7 +73,7 @@ fn run(args: RunArgs) -> Result<()> {
             .iter()
             .map(|kv| (Selector::PodAnnotation(kv.clone()), None)),
     );
-    let ring_mib = args.ring_buffer_mib.or(config.ring_buffer_mib).unwrap_or(8);
+    let ring_mib = args.ring_buffer_mib.or(config.ring_buffer_mib).unwrap_or(4);
     if !(1..=1024).contains(&ring_mib) || !ring_mib.is_power_of_two() {
         anyhow::bail!("ring_buffer_mib {ring_mib}: expected a power of two between 1 and 1024");
     }

@@ -76,6 +76,9 @@ pub async fn run(options: RunOptions) -> Result<()> {
 
     let capture_config = options.capture;
     let (mut capture, ring) = Capture::load(capture_config, sampler.root_threshold())?;
+    // Loading parsed the kernel's BTF (~25 MB of heap, freed since). The allocator would keep
+    // those pages resident for the agent's whole life: return them now.
+    unsafe { libmimalloc_sys::mi_collect(true) };
     if capture_config.inject_traceparent {
         tracing::info!(
             "traceparent injection on: outgoing HTTP/1 requests of traced processes get a \

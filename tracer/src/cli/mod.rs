@@ -133,7 +133,7 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(64..=tracer_common::MAX_CAPTURE_BYTES as i64))]
     pub capture_bytes: Option<u32>,
 
-    /// Kernel ring buffer size in MiB, a power of two [default: 8]
+    /// Kernel ring buffer size in MiB, a power of two [default: 4]
     #[arg(long, value_name = "MIB", value_parser = parse_ring_mib)]
     pub ring_buffer_mib: Option<u32>,
 
