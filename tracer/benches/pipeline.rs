@@ -4,7 +4,8 @@
 //! new connections (each copy gets its own connection generations and later timestamps).
 //!
 //! - `parse_stitch_sample`: decoding, connections, HTTP/1 parsing, stitching and sampling.
-//! - `otlp_encode`: the resulting spans as OTLP protobuf export requests (512 per request).
+//! - `otlp_encode`: the resulting spans as OTLP protobuf export requests (512 per request),
+//!   as the agent writes them.
 //! - `all`: both, record in, encoded bytes out.
 //!
 //! Throughput is in HTTP/1 transactions (one server span each).
@@ -14,7 +15,6 @@
 use std::{hint::black_box, mem::offset_of, path::Path, sync::Arc};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use prost::Message;
 use tracer::{
     capture,
     export::{ResourceConfig, clock::WallClock, otlp},
@@ -108,7 +108,7 @@ fn run(records: &[Vec<u8>], mut pipeline: Pipeline) -> Vec<Span> {
 fn encode(spans: &[Arc<Span>], resources: &otlp::ResourceBuilder, clock: &WallClock) -> usize {
     spans
         .chunks(512)
-        .map(|batch| black_box(otlp::build_request(batch, resources, clock).encode_to_vec()).len())
+        .map(|batch| black_box(otlp::wire::encode_request(batch, resources, clock)).len())
         .sum()
 }
 

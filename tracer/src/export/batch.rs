@@ -10,7 +10,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 use super::clock::WallClock;
 use super::config::{BatchConfig, RetryConfig};
-use super::otlp::{ResourceBuilder, build_request};
+use super::otlp::ResourceBuilder;
 use super::retry::{FailureLog, backoff};
 use super::stats::SinkCounters;
 use super::transport::{ExportError, Transport};
@@ -79,14 +79,19 @@ impl BatchWorker {
 
     async fn export(&mut self, spans: Vec<Arc<Span>>, log: &mut Logs) {
         let n = spans.len() as u64;
-        let request = build_request(&spans, &self.resources, &self.clock);
+        // An encoding error is permanent: it takes the failure path below on the first attempt.
+        let batch = self.transport.encode(&spans, &self.resources, &self.clock);
         drop(spans);
         let target = self.transport.target();
         let deadline = Instant::now() + self.batch.export_timeout;
         let mut attempt = 1;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let result = match timeout(remaining, self.transport.send(&request)).await {
+            let attempt_result = match &batch {
+                Ok(batch) => timeout(remaining, self.transport.send(batch)).await,
+                Err(error) => Ok(Err(error.clone())),
+            };
+            let result = match attempt_result {
                 Ok(result) => result,
                 Err(_) => Err(ExportError {
                     retryable: false,

@@ -13,6 +13,8 @@ use super::config::ResourceConfig;
 use crate::process::ProcessMeta;
 use crate::span::{Span, SpanKind, Value};
 
+pub mod wire;
+
 pub const SCOPE_NAME: &str = "tracer";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -101,36 +103,42 @@ impl ResourceBuilder {
     }
 }
 
-/// One export request for `spans`, grouped by process in order of first appearance.
-pub fn build_request(
-    spans: &[Arc<Span>],
-    resources: &ResourceBuilder,
-    clock: &WallClock,
-) -> ExportTraceServiceRequest {
+/// `spans` grouped by process, in order of first appearance.
+pub fn group_by_process(spans: &[Arc<Span>]) -> Vec<(&ProcessMeta, Vec<&Span>)> {
     // A process incarnation is (pid, start time): two Arcs of the same process share a Resource.
     let mut index: HashMap<(u32, u64), usize> = HashMap::new();
-    let mut groups: Vec<(&ProcessMeta, Vec<otlp::Span>)> = Vec::new();
+    let mut groups: Vec<(&ProcessMeta, Vec<&Span>)> = Vec::new();
     for span in spans {
         let p = &*span.process;
         let i = *index.entry((p.pid, p.start_ticks)).or_insert_with(|| {
             groups.push((p, Vec::new()));
             groups.len() - 1
         });
-        groups[i].1.push(to_otlp_span(span, clock));
+        groups[i].1.push(span);
     }
+    groups
+}
+
+/// One export request for `spans` as opentelemetry-proto messages (for OTLP/JSON; the
+/// protobuf exports write the same request directly: see [`wire`]).
+pub fn build_request(
+    spans: &[Arc<Span>],
+    resources: &ResourceBuilder,
+    clock: &WallClock,
+) -> ExportTraceServiceRequest {
     let scope = InstrumentationScope {
         name: SCOPE_NAME.to_string(),
         version: VERSION.to_string(),
         ..Default::default()
     };
     ExportTraceServiceRequest {
-        resource_spans: groups
+        resource_spans: group_by_process(spans)
             .into_iter()
             .map(|(process, spans)| ResourceSpans {
                 resource: Some(resources.resource(process)),
                 scope_spans: vec![ScopeSpans {
                     scope: Some(scope.clone()),
-                    spans,
+                    spans: spans.iter().map(|s| to_otlp_span(s, clock)).collect(),
                     schema_url: String::new(),
                 }],
                 schema_url: String::new(),

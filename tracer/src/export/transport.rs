@@ -4,20 +4,25 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse, trace_service_client::TraceServiceClient,
-};
+use bytes::{BufMut, Bytes};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use reqwest::header::{
     CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER,
 };
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+use super::clock::WallClock;
 use super::config::{Compression, OtlpConfig, Protocol};
 use super::json;
+use super::otlp::{ResourceBuilder, build_request, wire};
+use crate::span::Span;
 
 /// A failed attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,21 +83,40 @@ impl Transport {
         }
     }
 
-    pub async fn send(
-        &mut self,
-        req: &ExportTraceServiceRequest,
-    ) -> Result<Delivered, ExportError> {
+    /// A batch as this transport sends it: an OTLP protobuf request, or an OTLP/JSON line.
+    /// Encoded once, however many attempts follow.
+    pub fn encode(
+        &self,
+        spans: &[Arc<Span>],
+        resources: &ResourceBuilder,
+        clock: &WallClock,
+    ) -> Result<Bytes, ExportError> {
         match self {
-            Transport::Grpc(t) => t.send(req).await,
-            Transport::Http(t) => t.send(req).await,
-            Transport::File(t) => t.send(req).await,
+            Transport::Grpc(_) | Transport::Http(_) => {
+                Ok(wire::encode_request(spans, resources, clock).into())
+            }
+            Transport::File(_) => json::to_json_line(&build_request(spans, resources, clock))
+                .map(Bytes::from)
+                .map_err(|e| ExportError::permanent(format!("encoding OTLP/JSON: {e}"))),
+        }
+    }
+
+    /// One attempt to deliver a batch from [`Transport::encode`].
+    pub async fn send(&mut self, batch: &Bytes) -> Result<Delivered, ExportError> {
+        match self {
+            Transport::Grpc(t) => t.send(batch.clone()).await,
+            Transport::Http(t) => t.send(batch).await,
+            Transport::File(t) => t.send(batch.clone()).await,
         }
     }
 }
 
+/// The gRPC method OTLP exports call.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
 pub struct GrpcTransport {
     endpoint: String,
-    client: TraceServiceClient<Channel>,
+    client: tonic::client::Grpc<Channel>,
     metadata: MetadataMap,
     timeout: Duration,
 }
@@ -123,7 +147,7 @@ impl GrpcTransport {
             metadata.insert(key, value);
         }
         // Lazy: a collector that is down at startup must not stop the agent.
-        let mut client = TraceServiceClient::new(endpoint.connect_lazy());
+        let mut client = tonic::client::Grpc::new(endpoint.connect_lazy());
         if config.compression == Compression::Gzip {
             client = client.send_compressed(CompressionEncoding::Gzip);
         }
@@ -135,11 +159,18 @@ impl GrpcTransport {
         })
     }
 
-    async fn send(&mut self, req: &ExportTraceServiceRequest) -> Result<Delivered, ExportError> {
-        let mut request = tonic::Request::new(req.clone());
+    async fn send(&mut self, batch: Bytes) -> Result<Delivered, ExportError> {
+        let mut request = tonic::Request::new(batch);
         *request.metadata_mut() = self.metadata.clone();
         request.set_timeout(self.timeout);
-        match self.client.export(request).await {
+        let result = match self.client.ready().await {
+            Ok(()) => {
+                let path = PathAndQuery::from_static(EXPORT_PATH);
+                self.client.unary(request, path, PrebuiltCodec).await
+            }
+            Err(e) => Err(tonic::Status::unavailable(format!("not ready: {e}"))),
+        };
+        match result {
             Ok(response) => Ok(delivered(response.into_inner())),
             Err(status) => {
                 use tonic::Code::*;
@@ -204,16 +235,15 @@ impl HttpTransport {
         })
     }
 
-    async fn send(&mut self, req: &ExportTraceServiceRequest) -> Result<Delivered, ExportError> {
+    async fn send(&mut self, body: &Bytes) -> Result<Delivered, ExportError> {
         let mut post = self
             .client
             .post(&self.url)
             .header(CONTENT_TYPE, "application/x-protobuf");
-        let body = req.encode_to_vec();
         post = if self.gzip {
-            post.header(CONTENT_ENCODING, "gzip").body(gzip(&body))
+            post.header(CONTENT_ENCODING, "gzip").body(gzip(body))
         } else {
-            post.body(body)
+            post.body(body.clone())
         };
         let response = post
             .send()
@@ -271,9 +301,7 @@ impl FileTransport {
         Ok(Self { path })
     }
 
-    async fn send(&mut self, req: &ExportTraceServiceRequest) -> Result<Delivered, ExportError> {
-        let line = json::to_json_line(req)
-            .map_err(|e| ExportError::permanent(format!("encoding OTLP/JSON: {e}")))?;
+    async fn send(&mut self, line: Bytes) -> Result<Delivered, ExportError> {
         let path = self.path.clone();
         // std::fs in a blocking thread: a slow disk must not stall the runtime's workers.
         tokio::task::spawn_blocking(move || {
@@ -303,6 +331,45 @@ fn read_ca(config: &OtlpConfig) -> Result<Option<Vec<u8>>> {
     let pem = std::fs::read(path)
         .with_context(|| format!("reading OTLP CA certificate {}", path.display()))?;
     Ok(Some(pem))
+}
+
+/// Sends a request already encoded by [`wire::encode_request`] and decodes the reply.
+struct PrebuiltCodec;
+
+impl Codec for PrebuiltCodec {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = PrebuiltCodec;
+    type Decoder = PrebuiltCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        PrebuiltCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        PrebuiltCodec
+    }
+}
+
+impl Encoder for PrebuiltCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for PrebuiltCodec {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("decoding the collector's reply: {e}")))
+    }
 }
 
 fn delivered(reply: ExportTraceServiceResponse) -> Delivered {
