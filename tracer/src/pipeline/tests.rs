@@ -549,3 +549,46 @@ fn a_request_start_split_over_syscalls_is_still_recognised() {
         assert_eq!((spans[0].start_mono_ns, spans[0].end_mono_ns), (105, 305));
     }
 }
+
+/// A span still open when its settle window ends waits, and goes at the first flush after
+/// its response.
+#[test]
+fn a_span_open_past_its_settle_window_goes_once_it_ends() {
+    let mut p = settling_pipeline(Duration::ZERO, &[1]);
+    let s = sock(1, 4, 10);
+    p.on_event(open(s, true, "127.0.0.1:8080", "127.0.0.1:50000"));
+    p.on_event(data(s, 7, 100, Direction::Ingress, &request("/slow", "")));
+    assert!(p.ready_spans(false).is_empty(), "not ended yet");
+    assert!(p.ready_spans(false).is_empty(), "still not ended");
+    p.on_event(data(s, 7, 900, Direction::Egress, &response(200)));
+    let spans = p.ready_spans(false);
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(path(&spans[0]), "/slow");
+    assert!(p.ready_spans(false).is_empty(), "exported once");
+}
+
+/// Beyond `max_pending` started spans, the ones seen first are dropped, and counted.
+#[test]
+fn beyond_max_pending_the_oldest_spans_are_evicted() {
+    let config = StitchConfig {
+        settle: Duration::ZERO,
+        max_pending: 2,
+    };
+    let mut p = Pipeline::new(config, Sampler::default());
+    p.add_process(process(1));
+    let paths = ["/a", "/b", "/c", "/d"];
+    for (i, path) in paths.iter().enumerate() {
+        let s = sock(1, 4 + i as i32, 10 + i as u64);
+        p.on_event(open(s, true, "127.0.0.1:8080", "127.0.0.1:50000"));
+        p.on_event(data(s, 7, 100, Direction::Ingress, &request(path, "")));
+    }
+    for i in 0..paths.len() {
+        let s = sock(1, 4 + i as i32, 10 + i as u64);
+        p.on_event(data(s, 7, 200, Direction::Egress, &response(200)));
+    }
+    let mut exported: Vec<String> = p.ready_spans(false).iter().map(path).collect();
+    exported.sort();
+    assert_eq!(exported, ["/c", "/d"]);
+    assert_eq!(p.stats().stitch.evicted, 2);
+    assert_eq!(p.stats().stitch.orphan_responses, 2);
+}

@@ -17,7 +17,7 @@
 
 mod peers;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 // Keys are the agent's own (pids, fds, span ids): a fast hash, seeded per process.
 use foldhash::{HashMap, HashMapExt};
@@ -144,6 +144,12 @@ const MAX_PARENT_DEPTH: usize = 64;
 pub struct Stitcher {
     config: StitchConfig,
     pending: HashMap<SpanKey, Pending>,
+    /// Keys of pending spans in the order they were seen (so by `seen_ns`): a flush looks only
+    /// at those whose settle window has passed. Keys of spans gone since are skipped.
+    by_arrival: VecDeque<SpanKey>,
+    /// Spans past their settle window that were not ready at the last flush (not ended, or an
+    /// ancestor undecided).
+    overdue: Vec<SpanKey>,
     /// Server spans in flight per (tgid, tid), oldest first.
     in_flight: HashMap<(u32, u32), Vec<SpanKey>>,
     peers: Peers,
@@ -166,6 +172,8 @@ impl Stitcher {
         Self {
             config,
             pending: HashMap::new(),
+            by_arrival: VecDeque::new(),
+            overdue: Vec::new(),
             in_flight: HashMap::new(),
             peers: Peers::default(),
             settled: HashMap::new(),
@@ -306,6 +314,7 @@ impl Stitcher {
         if self.pending.len() >= self.config.max_pending {
             self.evict_oldest();
         }
+        self.by_arrival.push_back(key);
         self.pending.insert(
             key,
             Pending {
@@ -514,38 +523,63 @@ impl Stitcher {
     }
 
     fn leave_thread(&mut self, thread: (u32, u32), key: SpanKey) {
+        // An emptied list stays until the next flush: a busy thread would otherwise
+        // allocate one per request.
         if let Some(keys) = self.in_flight.get_mut(&thread) {
             keys.retain(|k| *k != key);
-            if keys.is_empty() {
-                self.in_flight.remove(&thread);
+        }
+    }
+
+    /// Drops the span seen first.
+    fn evict_oldest(&mut self) {
+        while let Some(key) = self.by_arrival.pop_front() {
+            if let Some(span) = self.pending.remove(&key) {
+                self.leave_thread(span.thread, key);
+                self.stats.evicted += 1;
+                return;
             }
         }
     }
 
-    fn evict_oldest(&mut self) {
-        if let Some(key) = self
-            .pending
-            .iter()
-            .min_by_key(|(_, p)| p.seen_ns)
-            .map(|(k, _)| *k)
-            && let Some(span) = self.pending.remove(&key)
-        {
-            self.leave_thread(span.thread, key);
-            self.stats.evicted += 1;
+    /// The spans ready to go: ended, and their trace decided. With `force`, every span that
+    /// ended.
+    fn ready(&mut self, now_ns: u64, force: bool) -> Vec<SpanKey> {
+        if force {
+            return self
+                .pending
+                .iter()
+                .filter(|(_, p)| p.ending.is_some())
+                .map(|(k, _)| *k)
+                .collect();
         }
+        let settle = self.config.settle.as_nanos() as u64;
+        let mut candidates = std::mem::take(&mut self.overdue);
+        while let Some(key) = self.by_arrival.front() {
+            match self.pending.get(key) {
+                Some(span) if span.seen_ns + settle > now_ns => break,
+                Some(_) => candidates.push(*key),
+                None => {}
+            }
+            self.by_arrival.pop_front();
+        }
+        let mut ready = Vec::with_capacity(candidates.len());
+        for key in candidates {
+            match self.pending.get(&key) {
+                None => {}
+                Some(span) if span.ending.is_some() && self.decided(key, now_ns, settle, 0) => {
+                    ready.push(key)
+                }
+                Some(_) => self.overdue.push(key),
+            }
+        }
+        ready
     }
 
     /// Moves every span that is ready (ended, and its trace decided) to `out`. With `force`,
     /// everything that ended goes now (shutdown).
     pub fn flush(&mut self, now_ns: u64, force: bool, out: &mut Vec<Span>) {
         let settle = self.config.settle.as_nanos() as u64;
-        let ready: Vec<SpanKey> = self
-            .pending
-            .iter()
-            .filter(|(k, p)| p.ending.is_some() && (force || self.decided(**k, now_ns, settle, 0)))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in ready {
+        for key in self.ready(now_ns, force) {
             let origin = self.origin(key, 0);
             let parent_span_id = self.parent_span_id(key);
             let Some(span) = self.pending.remove(&key) else {
@@ -589,6 +623,7 @@ impl Stitcher {
             self.by_kernel_id
                 .retain(|_, key| pending.contains_key(key) || settled.contains_key(key));
             self.retired.retain(|_, (_, until)| *until > now_ns);
+            self.in_flight.retain(|_, keys| !keys.is_empty());
             self.peers.expire(now_ns.saturating_sub(4 * settle));
         }
     }
