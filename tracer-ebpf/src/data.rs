@@ -2,6 +2,7 @@
 //! count is known) copy the first `CAPTURE_BYTES` of payload into one ring-buffer record.
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::generated::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     programs::TracePointContext,
@@ -14,8 +15,8 @@ use tracer_common::{
 };
 
 use crate::maps::{
-    EVENTS, IN_FLIGHT, InFlight, Layout, SCRATCH, SOCKETS, Scratch, capture_bytes, count,
-    is_enabled,
+    EVENTS, InFlight, Layout, SCRATCH, SOCKETS, Scratch, capture_bytes, count, is_enabled,
+    start_call, take_call,
 };
 use crate::{http2, inject};
 
@@ -29,16 +30,18 @@ const MMSGHDR_SIZE: u64 = 64;
 const MMSGHDR_LEN: u64 = 56;
 const IOVEC_SIZE: u64 = 16;
 
-/// Offset of syscall argument `n` in a `syscalls:sys_enter_*` record.
+/// Syscall argument `n` of a `syscalls:sys_enter_*` record (at offset 16 + 8n). Read in
+/// place: the verifier allows aligned loads from a tracepoint's record, which saves a
+/// helper call per argument.
 #[inline(always)]
 pub fn arg(ctx: &TracePointContext, n: usize) -> u64 {
-    unsafe { ctx.read_at::<u64>(16 + 8 * n) }.unwrap_or(0)
+    unsafe { *(ctx.as_ptr() as *const u64).add(2 + n) }
 }
 
-/// The return value in a `syscalls:sys_exit_*` record.
+/// The return value in a `syscalls:sys_exit_*` record (offset 16).
 #[inline(always)]
 pub fn ret(ctx: &TracePointContext) -> i64 {
-    unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1)
+    unsafe { *(ctx.as_ptr() as *const i64).add(2) }
 }
 
 /// Enter of a data syscall: `fd` is argument 0; `ptr`/`len` are arguments 1 and 2.
@@ -67,6 +70,7 @@ pub fn enter(ctx: &TracePointContext, syscall: Syscall, layout: Layout, flags_ar
     };
     let (conn_gen, sock_flags) = unsafe { ((*sock).conn_gen, (*sock).flags) };
     let call = InFlight {
+        id: 0,
         ts_enter: unsafe { bpf_ktime_get_ns() },
         conn_gen,
         ptr,
@@ -79,9 +83,7 @@ pub fn enter(ctx: &TracePointContext, syscall: Syscall, layout: Layout, flags_ar
         accepted: (sock_flags & SOCK_FLAG_ACCEPTED != 0) as u8,
         _pad: [0; 7],
     };
-    if IN_FLIGHT.insert(id, call, 0).is_err() {
-        count(Counter::ArgsMapFull);
-    }
+    start_call(id, call);
 }
 
 /// Exit of a data syscall: emit what moved. `layout` is a constant per exit program, so each
@@ -90,11 +92,9 @@ pub fn enter(ctx: &TracePointContext, syscall: Syscall, layout: Layout, flags_ar
 #[inline(always)]
 pub fn exit(ctx: &TracePointContext, layout: Layout) {
     let id = unsafe { bpf_get_current_pid_tgid() };
-    let Some(call) = IN_FLIGHT.get_ptr(id) else {
+    let Some(call) = take_call(id) else {
         return;
     };
-    let call = unsafe { *call };
-    let _ = IN_FLIGHT.remove(id);
     let ret = ret(ctx);
     if ret <= 0 || call.layout != layout {
         return;
@@ -366,9 +366,11 @@ fn gather(scratch: *mut Scratch, iov: u64, iovlen: u64, limit: u64) -> (u64, u8)
         if i >= iovlen || off >= limit {
             break;
         }
-        let entry = iov + i * IOVEC_SIZE;
-        let src = read_user_u64(entry).unwrap_or(0);
-        let len = read_user_u64(entry + 8).unwrap_or(0);
+        // One read for the whole `struct iovec` (base, length): a helper call saved per iovec.
+        let [src, len] = unsafe {
+            aya_ebpf::helpers::bpf_probe_read_user((iov + i * IOVEC_SIZE) as *const [u64; 2])
+        }
+        .unwrap_or([0, 0]);
         let want = if len < limit - off { len } else { limit - off };
         unsafe {
             core::ptr::write_volatile(launder, [off, want]);

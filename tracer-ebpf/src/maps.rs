@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
     Comm, Counter, DataEvent, MAX_CAPTURE_BYTES, ProcessInfo, SOCKADDR_BYTES, SockInfo, SockKey,
@@ -69,10 +69,46 @@ pub fn watching(bit: u32) -> bool {
 #[map(name = "SOCKETS")]
 pub static SOCKETS: HashMap<SockKey, SockInfo> = HashMap::with_max_entries(65536, 0);
 
-/// Arguments of a syscall between its enter and exit tracepoints, keyed by pid_tgid. LRU so a
-/// thread killed inside a syscall cannot leak its entry forever.
+/// Slots of `IN_FLIGHT`: a power of two.
+const IN_FLIGHT_SLOTS: u32 = 32768;
+
+/// Arguments of a syscall between its enter and exit tracepoints: one slot per thread, at
+/// its tid modulo the size, tagged with its pid_tgid. An array, not a hash map: its lookup is
+/// inlined by the verifier, where a hash insert and delete (with the LRU's locks) were about
+/// half the cost of each traced syscall, and every exit program of every process on the host
+/// paid a hash lookup. Two threads whose tids share a slot, both inside a traced socket
+/// syscall at once: the later one takes the slot, and the earlier one's event is lost,
+/// counted as `ArgsMapFull`. A thread killed inside a syscall leaves its slot tagged until
+/// the slot is reused.
 #[map(name = "IN_FLIGHT")]
-pub static IN_FLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16384, 0);
+pub static IN_FLIGHT: Array<InFlight> = Array::with_max_entries(IN_FLIGHT_SLOTS, 0);
+
+/// Remembers `call` for the exit of the syscall thread `id` (pid_tgid) is entering.
+#[inline(always)]
+pub fn start_call(id: u64, call: InFlight) {
+    let Some(slot) = IN_FLIGHT.get_ptr_mut(id as u32 & (IN_FLIGHT_SLOTS - 1)) else {
+        return;
+    };
+    unsafe {
+        if (*slot).id != 0 && (*slot).id != id {
+            count(Counter::ArgsMapFull);
+        }
+        *slot = InFlight { id, ..call };
+    }
+}
+
+/// The call thread `id` entered, if its slot still holds it; frees the slot.
+#[inline(always)]
+pub fn take_call(id: u64) -> Option<InFlight> {
+    let slot = IN_FLIGHT.get_ptr_mut(id as u32 & (IN_FLIGHT_SLOTS - 1))?;
+    unsafe {
+        if (*slot).id != id {
+            return None;
+        }
+        (*slot).id = 0;
+        Some(*slot)
+    }
+}
 
 /// Per-CPU counters, indexed by `tracer_common::Counter`.
 #[map(name = "COUNTERS")]
@@ -145,6 +181,8 @@ pub enum Layout {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct InFlight {
+    /// The thread's pid_tgid (0: the slot is free). Set by `start_call`.
+    pub id: u64,
     pub ts_enter: u64,
     pub conn_gen: u64,
     pub ptr: u64,

@@ -16,7 +16,10 @@ use tracer_common::{
 use crate::{
     data::{arg, read_user_u32, ret},
     http2::FRAME_WALKS,
-    maps::{CONNECT_HANDOFF, EVENTS, IN_FLIGHT, InFlight, Layout, SOCKETS, count, is_enabled},
+    maps::{
+        CONNECT_HANDOFF, EVENTS, InFlight, Layout, SOCKETS, count, is_enabled, start_call,
+        take_call,
+    },
 };
 
 const EINPROGRESS: i64 = 115;
@@ -29,6 +32,7 @@ pub fn enter(ctx: &TracePointContext, layout: Layout) {
         return;
     }
     let call = InFlight {
+        id: 0,
         ts_enter: unsafe { bpf_ktime_get_ns() },
         conn_gen: 0,
         ptr: arg(ctx, 1),
@@ -41,9 +45,7 @@ pub fn enter(ctx: &TracePointContext, layout: Layout) {
         accepted: 0,
         _pad: [0; 7],
     };
-    if IN_FLIGHT.insert(id, call, 0).is_err() {
-        count(Counter::ArgsMapFull);
-    }
+    start_call(id, call);
     if layout == Layout::Connect && crate::inject::enabled() {
         crate::inject::note_connect(SockKey {
             tgid: (id >> 32) as u32,
@@ -59,13 +61,10 @@ pub fn enter(ctx: &TracePointContext, layout: Layout) {
 #[inline(always)]
 pub fn exit(ctx: &TracePointContext, layout: Layout) {
     let id = unsafe { bpf_get_current_pid_tgid() };
-    let call = match IN_FLIGHT.get_ptr(id) {
-        Some(call) => {
-            let call = unsafe { *call };
-            let _ = IN_FLIGHT.remove(id);
-            call
-        }
+    let call = match take_call(id) {
+        Some(call) => call,
         None if layout == Layout::Accept && is_enabled((id >> 32) as u32) => InFlight {
+            id,
             ts_enter: 0,
             conn_gen: 0,
             ptr: 0,
