@@ -177,7 +177,7 @@ pub fn to_otlp_span(span: &Span, clock: &WallClock) -> otlp::Span {
                 key: a.key.to_string(),
                 value: Some(AnyValue {
                     value: Some(match &a.value {
-                        Value::Str(s) => any_value::Value::StringValue(s.clone()),
+                        Value::Str(s) => any_value::Value::StringValue(s.to_string()),
                         Value::Int(i) => any_value::Value::IntValue(*i),
                         Value::Bool(b) => any_value::Value::BoolValue(*b),
                     }),

@@ -27,7 +27,7 @@ fn response(status: u16) -> Vec<u8> {
 
 fn path(span: &Span) -> String {
     match span::find(&span.attributes, "url.path") {
-        Some(Value::Str(s)) => s.clone(),
+        Some(Value::Str(s)) => s.to_string(),
         other => panic!("no url.path: {other:?}"),
     }
 }

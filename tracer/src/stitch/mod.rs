@@ -579,7 +579,9 @@ impl Stitcher {
     /// everything that ended goes now (shutdown).
     pub fn flush(&mut self, now_ns: u64, force: bool, out: &mut Vec<Span>) {
         let settle = self.config.settle.as_nanos() as u64;
-        for key in self.ready(now_ns, force) {
+        let ready = self.ready(now_ns, force);
+        out.reserve(ready.len());
+        for key in ready {
             let origin = self.origin(key, 0);
             let parent_span_id = self.parent_span_id(key);
             let Some(span) = self.pending.remove(&key) else {

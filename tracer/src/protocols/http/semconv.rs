@@ -51,20 +51,32 @@ pub struct RequestHead<'a> {
 }
 
 pub fn is_known_method(method: &str) -> bool {
-    KNOWN_METHODS.contains(&method)
+    known_method(method).is_some()
+}
+
+/// The method as a static string, if it is one of the known methods.
+pub fn known_method(method: &str) -> Option<&'static str> {
+    KNOWN_METHODS.iter().copied().find(|m| *m == method)
 }
 
 /// Span name (`"GET /users/{id}"`) and attributes of a request, seen from `role`. A request
 /// whose method is unknown or unreadable is named `HTTP` (`HTTP /users/{id}` when its path is
 /// known).
 pub fn request_span(head: &RequestHead<'_>, role: Role) -> (String, Vec<Attribute>) {
-    let mut attributes = Vec::with_capacity(10);
-    let known = head.method.is_some_and(is_known_method);
+    // Room for the connection's and the response's attributes too (added later).
+    let mut attributes = Vec::with_capacity(16);
+    let known_method = head.method.and_then(known_method);
+    let known = known_method.is_some();
     match head.method {
-        Some(method) if known => attributes.push(Attribute::str(HTTP_REQUEST_METHOD, method)),
+        Some(_) if let Some(method) = known_method => {
+            attributes.push(Attribute::str(HTTP_REQUEST_METHOD, method))
+        }
         Some(method) => {
             attributes.push(Attribute::str(HTTP_REQUEST_METHOD, "_OTHER"));
-            attributes.push(Attribute::str(HTTP_REQUEST_METHOD_ORIGINAL, capped(method)));
+            attributes.push(Attribute::str(
+                HTTP_REQUEST_METHOD_ORIGINAL,
+                capped(method).to_owned(),
+            ));
         }
         None => {}
     }
@@ -107,7 +119,7 @@ pub fn request_span(head: &RequestHead<'_>, role: Role) -> (String, Vec<Attribut
         attributes.push(Attribute::str(URL_QUERY, query));
     }
     if let Some((_, (host, port))) = server {
-        attributes.push(Attribute::str(SERVER_ADDRESS, capped(host)));
+        attributes.push(Attribute::str(SERVER_ADDRESS, capped(host).to_owned()));
         let port = port.or(match head.scheme {
             Some("https") => Some(443),
             Some(_) => Some(80),
@@ -227,7 +239,7 @@ mod tests {
     }
 
     fn s(key: &'static str, value: &str) -> Attribute {
-        Attribute::str(key, value)
+        Attribute::str(key, value.to_owned())
     }
 
     #[test]
@@ -424,7 +436,8 @@ mod tests {
                 panic!("no {key}");
             };
             assert!(
-                v.len() <= MAX_VALUE_LEN && v.capacity() <= MAX_VALUE_LEN + 16,
+                v.len() <= MAX_VALUE_LEN
+                    && matches!(v, std::borrow::Cow::Owned(s) if s.capacity() <= MAX_VALUE_LEN + 16),
                 "{key}"
             );
         }

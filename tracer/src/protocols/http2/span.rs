@@ -97,12 +97,12 @@ fn grpc_span(
 ) -> (String, Vec<Attribute>) {
     let mut attributes = Vec::with_capacity(6);
     attributes.push(Attribute::str(RPC_SYSTEM, "grpc"));
-    attributes.push(Attribute::str(RPC_SERVICE, service));
-    attributes.push(Attribute::str(RPC_METHOD, method));
+    attributes.push(Attribute::str(RPC_SERVICE, service.to_owned()));
+    attributes.push(Attribute::str(RPC_METHOD, method.to_owned()));
     if let Some((host, port)) = authority.and_then(url::split_authority) {
         attributes.push(Attribute::str(
             semconv::SERVER_ADDRESS,
-            semconv::capped(host),
+            semconv::capped(host).to_owned(),
         ));
         let port = port.or(match scheme {
             Some("https") => Some(443),

@@ -335,7 +335,7 @@ fn attributes_agree(attributes: &[Attribute], truth: &Truth) -> bool {
         ("http.request.method", Value::Str(m)) => m == truth.method,
         ("url.path", Value::Str(p)) => p == path,
         ("rpc.system", Value::Str(s)) => s == "grpc" && truth.grpc,
-        ("rpc.service", Value::Str(s)) => truth.grpc && truth.path[1..].starts_with(s.as_str()),
+        ("rpc.service", Value::Str(s)) => truth.grpc && truth.path[1..].starts_with(&**s),
         ("rpc.method", Value::Str(m)) => truth.grpc && truth.path.ends_with(&format!("/{m}")),
         ("server.address", Value::Str(h)) => h == "orders.internal" || h == "www.example.com",
         ("server.port", Value::Int(p)) => [50051, 443].contains(p),
