@@ -29,6 +29,47 @@ async fn get(client: &reqwest::Client, service: &Service, path: &str, header: &s
     Ok(())
 }
 
+/// One keep-alive connection, written by hand: a client pool may open a second connection
+/// at any time, and the test must know which connection each request travels on.
+struct KeepAlive(tokio::net::TcpStream);
+
+impl KeepAlive {
+    async fn connect(service: &Service) -> Result<Self> {
+        Ok(Self(
+            tokio::net::TcpStream::connect(("127.0.0.1", service.port)).await?,
+        ))
+    }
+
+    /// GET `path`; waits for the whole response (Content-Length body).
+    async fn get(&mut self, path: &str) -> Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        self.0.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&response);
+            if let Some(end) = text.find("\r\n\r\n") {
+                ensure!(text.starts_with("HTTP/1.1 200"), "{path}: {text}");
+                let length: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse())
+                    })
+                    .context("no Content-Length")??;
+                if response.len() >= end + 4 + length {
+                    return Ok(());
+                }
+            }
+            let n = self.0.read(&mut chunk).await?;
+            ensure!(n > 0, "{path}: connection closed");
+            response.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
 /// Files under the BPF filesystem (pinned objects), if it is mounted.
 fn pinned() -> Vec<String> {
     fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
@@ -57,7 +98,6 @@ async fn sigkill_leaves_nothing_in_the_kernel_and_a_new_agent_traces_again() -> 
     let _ = rustls::crypto::ring::default_provider().install_default();
     let receiver = OtlpReceiver::start(Protocol::Grpc).await?;
     let service = Service::start(&["backend"])?;
-    let client = reqwest::Client::new();
     let args = run_args(&[service.proc.pid().to_string()], &receiver);
 
     let pins_before = pinned();
@@ -68,7 +108,9 @@ async fn sigkill_leaves_nothing_in_the_kernel_and_a_new_agent_traces_again() -> 
         loaded.programs.len() >= 30 && !loaded.maps.is_empty() && !loaded.links.is_empty(),
         "the agent's objects are visible: {loaded:?}"
     );
-    get(&client, &service, "/first/1", "").await?;
+    // Opened while traced, so that its first request is seen.
+    let mut old = KeepAlive::connect(&service).await?;
+    old.get("/first/1").await?;
     receiver
         .wait_for_spans(1, Duration::from_secs(30))
         .await
@@ -76,7 +118,7 @@ async fn sigkill_leaves_nothing_in_the_kernel_and_a_new_agent_traces_again() -> 
 
     agent.proc.stop(9, Duration::from_secs(10))?;
     // The service answers while the kernel tears the agent's objects down.
-    get(&client, &service, "/between/1", "").await?;
+    old.get("/between/1").await?;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let left = loaded.still_loaded();
@@ -91,7 +133,7 @@ async fn sigkill_leaves_nothing_in_the_kernel_and_a_new_agent_traces_again() -> 
     }
     ensure!(pinned() == pins_before, "the agent pinned nothing");
     for i in 0..20 {
-        get(&client, &service, &format!("/between/{i}"), "").await?;
+        old.get(&format!("/between/{i}")).await?;
     }
 
     // A new agent traces a new connection from its first request. On the keep-alive
@@ -99,14 +141,19 @@ async fn sigkill_leaves_nothing_in_the_kernel_and_a_new_agent_traces_again() -> 
     // request is missed (README: limits), the next ones are traced.
     let agent = Agent::start(&args, &[])?;
     get(&reqwest::Client::new(), &service, "/second/1", "").await?;
-    get(&client, &service, "/second/2", "").await?;
-    get(&client, &service, "/second/3", "").await?;
+    old.get("/second/2").await?;
+    old.get("/second/3").await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let traced = |path: &str| receiver.spans().iter().any(|s| s.path() == path);
     while !(traced("/second/1") && traced("/second/3")) {
         ensure!(
             Instant::now() < deadline,
-            "no span from the restarted agent: {:?}",
+            "no span from the restarted agent: spans of {:?}; log {:?}",
+            receiver
+                .spans()
+                .iter()
+                .map(|s| s.path().to_string())
+                .collect::<Vec<_>>(),
             agent.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
