@@ -105,8 +105,10 @@ fn run(args: RunArgs) -> Result<()> {
         record_events: args.record_events,
         metrics_addr: args.metrics_addr.or(config.metrics_addr),
     };
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: reading the ring, exporting and the control socket take turns. Each thread
+    // more was another allocator heap holding pages, and spans allocated on one thread and
+    // freed on another.
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(agent::run(options))
