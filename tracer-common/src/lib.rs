@@ -376,7 +376,9 @@ pub enum Counter {
     ReadFault = 3,
     /// Sockets not tracked because the SOCKETS map was full.
     SocketMapFull = 4,
-    /// Syscalls not captured because the in-flight argument map was full.
+    /// Syscalls not captured because another thread's call took their argument slot (two
+    /// threads whose tids are equal modulo the slot count, in traced socket calls at once).
+    /// The name is kept from when the slots were a hash map.
     ArgsMapFull = 5,
     /// Syscalls whose payload exceeded the capture limit (the total length is still reported).
     Truncated = 6,
