@@ -705,19 +705,18 @@ fn new_origin(trace_id: TraceId) -> Origin {
 /// Connection facts the protocol could not know: peer and local addresses.
 fn add_connection_attributes(attributes: &mut Vec<Attribute>, role: Role, conn: &ConnMeta) {
     let has = |attributes: &Vec<Attribute>, key: &str| span::find(attributes, key).is_some();
-    if let Some(peer) = conn.peer {
-        attributes.push(Attribute::str(
-            "network.peer.address",
-            peer.ip().to_string(),
-        ));
+    // Formatted once: a server span carries the peer's address twice.
+    let peer_ip = conn.peer.map(|peer| peer.ip().to_string());
+    if let (Some(peer), Some(ip)) = (conn.peer, &peer_ip) {
+        attributes.push(Attribute::str("network.peer.address", ip.clone()));
         attributes.push(Attribute::int("network.peer.port", peer.port() as i64));
     }
     let server = match role {
         Role::Server => {
-            if let Some(peer) = conn.peer
+            if let Some(ip) = peer_ip
                 && !has(attributes, "client.address")
             {
-                attributes.push(Attribute::str("client.address", peer.ip().to_string()));
+                attributes.push(Attribute::str("client.address", ip));
             }
             conn.local
         }
