@@ -143,6 +143,12 @@ pub async fn run(options: RunOptions) -> Result<()> {
                 let n = read_ring(guard.get_inner_mut(), &mut agent, recorder.as_mut(), BATCH)?;
                 if n < BATCH {
                     guard.clear_ready();
+                } else {
+                    // More is waiting: let the exporter and the control socket run first (they
+                    // share this thread), or a busy ring would starve them and fill the
+                    // export queue.
+                    drop(guard);
+                    tokio::task::yield_now().await;
                 }
             }
             _ = ticker.tick() => {
