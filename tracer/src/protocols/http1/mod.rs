@@ -97,6 +97,21 @@ struct Pending {
     method: Method,
     /// The request offers an upgrade to HTTP/2 (`Upgrade: h2c`).
     h2c: bool,
+    /// When the request's first byte was read or written.
+    started: SegTime,
+}
+
+impl Pending {
+    /// `at`, or the request's start if `at` is earlier. The two directions are buffered
+    /// apart, so a response's bytes can predate the request they get paired with; nothing
+    /// may end before it started.
+    fn not_before_start(&self, at: SegTime) -> SegTime {
+        if at.exit_ns < self.started.enter_ns {
+            self.started
+        } else {
+            at
+        }
+    }
 }
 
 /// A connection that switched from HTTP/1 to HTTP/2 with `Upgrade: h2c`.
@@ -260,6 +275,7 @@ impl Http1Parser {
                     self.switched |= switches;
                     self.response_body = Body::new(head.framing);
                     let answered = self.pending.pop_front();
+                    let last = answered.map_or(last, |p| p.not_before_start(last));
                     // To HTTP/2 when the 101 names h2c and the request offered it (or was not
                     // seen: joined mid-stream, the HTTP/2 connection still starts here).
                     let h2c = switches
@@ -276,11 +292,14 @@ impl Http1Parser {
                 }
                 Parsed::Unreadable { start, skip } => {
                     stream.consume(skip as u64);
-                    let answers = match is_interim(start) {
+                    let answered = match is_interim(start) {
                         true => None,
-                        false => self.pending.pop_front().and_then(|p| p.stream_id),
+                        false => self.pending.pop_front(),
                     };
-                    return Parse::Frame(Http1Frame::UnreadableResponse { answers, at: first });
+                    return Parse::Frame(Http1Frame::UnreadableResponse {
+                        answers: answered.and_then(|p| p.stream_id),
+                        at: answered.map_or(first, |p| p.not_before_start(first)),
+                    });
                 }
                 Parsed::Partial => return Parse::NeedMore,
                 Parsed::Invalid => return Parse::Invalid,
@@ -382,6 +401,7 @@ impl ProtocolParser for Http1Parser {
                     stream_id: Some(request.stream_id),
                     method,
                     h2c,
+                    started: request.first,
                 };
                 self.enqueue(pending, request.first, out);
                 out.push(L7Event::Request(request));
@@ -392,6 +412,7 @@ impl ProtocolParser for Http1Parser {
                         stream_id: None,
                         method,
                         h2c: false,
+                        started: at,
                     },
                     at,
                     out,

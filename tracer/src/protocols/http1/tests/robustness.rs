@@ -317,3 +317,25 @@ fn a_wrong_length_does_not_invent_requests() {
     );
     assert_eq!(c.summary(), vec![req(0, "POST /p", 1)]);
 }
+
+/// Response bytes read before the request they get paired with (the directions are buffered
+/// apart): the abandonment is dated at the request's start, never before it (fuzz input
+/// fuzz/regressions/http1/abandoned-before-its-request).
+#[test]
+fn an_unreadable_response_begun_before_its_request_ends_it_no_earlier_than_its_start() {
+    let mut c = Conn::server();
+    c.io(IN, GET, 1)
+        .io(OUT, OK_EMPTY, 2)
+        .io(OUT, b"HTTP/1.1 200 OK\r\nServer: x\r\n", 3)
+        .io(IN, GET, 4)
+        .io_cut(OUT, b"Set-Cookie: xxxxxxxxx", 10_000, 5);
+    assert_eq!(
+        c.summary(),
+        vec![
+            req(0, "GET /a", 1),
+            Ev::Resp(0, 200, 2),
+            req(1, "GET /a", 4),
+            Ev::Gone(1, 4, "response could not be read"),
+        ]
+    );
+}
