@@ -592,3 +592,31 @@ fn beyond_max_pending_the_oldest_spans_are_evicted() {
     assert_eq!(p.stats().stitch.evicted, 2);
     assert_eq!(p.stats().stitch.orphan_responses, 2);
 }
+
+/// Spans still open after their settle window wait aside; they are still the oldest, and
+/// go first when the table is full.
+#[test]
+fn spans_waiting_past_their_window_are_the_first_evicted() {
+    let config = StitchConfig {
+        settle: Duration::ZERO,
+        max_pending: 2,
+    };
+    let mut p = Pipeline::new(config, Sampler::default());
+    p.add_process(process(1));
+    let paths = ["/a", "/b", "/c", "/d"];
+    for (i, path) in paths.iter().enumerate() {
+        let s = sock(1, 4 + i as i32, 10 + i as u64);
+        p.on_event(open(s, true, "127.0.0.1:8080", "127.0.0.1:50000"));
+        p.on_event(data(s, 7, 100, Direction::Ingress, &request(path, "")));
+        // Open, so set aside by the flush.
+        assert!(p.ready_spans(false).is_empty());
+    }
+    for i in 0..paths.len() {
+        let s = sock(1, 4 + i as i32, 10 + i as u64);
+        p.on_event(data(s, 7, 200, Direction::Egress, &response(200)));
+    }
+    let mut exported: Vec<String> = p.ready_spans(false).iter().map(path).collect();
+    exported.sort();
+    assert_eq!(exported, ["/c", "/d"]);
+    assert_eq!(p.stats().stitch.evicted, 2);
+}

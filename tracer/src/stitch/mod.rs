@@ -148,8 +148,8 @@ pub struct Stitcher {
     /// at those whose settle window has passed. Keys of spans gone since are skipped.
     by_arrival: VecDeque<SpanKey>,
     /// Spans past their settle window that were not ready at the last flush (not ended, or an
-    /// ancestor undecided).
-    overdue: Vec<SpanKey>,
+    /// ancestor undecided), in arrival order: all seen before those in `by_arrival`.
+    overdue: VecDeque<SpanKey>,
     /// Server spans in flight per (tgid, tid), oldest first.
     in_flight: HashMap<(u32, u32), Vec<SpanKey>>,
     peers: Peers,
@@ -173,7 +173,7 @@ impl Stitcher {
             config,
             pending: HashMap::new(),
             by_arrival: VecDeque::new(),
-            overdue: Vec::new(),
+            overdue: VecDeque::new(),
             in_flight: HashMap::new(),
             peers: Peers::default(),
             settled: HashMap::new(),
@@ -530,9 +530,13 @@ impl Stitcher {
         }
     }
 
-    /// Drops the span seen first.
+    /// Drops the span seen first (the overdue ones were all seen before the others).
     fn evict_oldest(&mut self) {
-        while let Some(key) = self.by_arrival.pop_front() {
+        while let Some(key) = self
+            .overdue
+            .pop_front()
+            .or_else(|| self.by_arrival.pop_front())
+        {
             if let Some(span) = self.pending.remove(&key) {
                 self.leave_thread(span.thread, key);
                 self.stats.evicted += 1;
@@ -543,7 +547,7 @@ impl Stitcher {
 
     /// The spans ready to go: ended, and their trace decided. With `force`, every span that
     /// ended.
-    fn ready(&mut self, now_ns: u64, force: bool) -> Vec<SpanKey> {
+    fn ready(&mut self, now_ns: u64, settle: u64, force: bool) -> Vec<SpanKey> {
         if force {
             return self
                 .pending
@@ -552,12 +556,11 @@ impl Stitcher {
                 .map(|(k, _)| *k)
                 .collect();
         }
-        let settle = self.config.settle.as_nanos() as u64;
         let mut candidates = std::mem::take(&mut self.overdue);
         while let Some(key) = self.by_arrival.front() {
             match self.pending.get(key) {
                 Some(span) if span.seen_ns + settle > now_ns => break,
-                Some(_) => candidates.push(*key),
+                Some(_) => candidates.push_back(*key),
                 None => {}
             }
             self.by_arrival.pop_front();
@@ -569,7 +572,7 @@ impl Stitcher {
                 Some(span) if span.ending.is_some() && self.decided(key, now_ns, settle, 0) => {
                     ready.push(key)
                 }
-                Some(_) => self.overdue.push(key),
+                Some(_) => self.overdue.push_back(key),
             }
         }
         ready
@@ -579,7 +582,7 @@ impl Stitcher {
     /// everything that ended goes now (shutdown).
     pub fn flush(&mut self, now_ns: u64, force: bool, out: &mut Vec<Span>) {
         let settle = self.config.settle.as_nanos() as u64;
-        let ready = self.ready(now_ns, force);
+        let ready = self.ready(now_ns, settle, force);
         out.reserve(ready.len());
         for key in ready {
             let origin = self.origin(key, 0);
