@@ -147,11 +147,16 @@ pub fn build_request(
     }
 }
 
-pub fn to_otlp_span(span: &Span, clock: &WallClock) -> otlp::Span {
-    let kind = match span.kind {
+/// The OTLP span kind of ours.
+pub fn otlp_kind(kind: SpanKind) -> otlp::span::SpanKind {
+    match kind {
         SpanKind::Server => otlp::span::SpanKind::Server,
         SpanKind::Client => otlp::span::SpanKind::Client,
-    };
+    }
+}
+
+pub fn to_otlp_span(span: &Span, clock: &WallClock) -> otlp::Span {
+    let kind = otlp_kind(span.kind);
     // Always present, even when UNSET: a `null` status in OTLP/JSON trips some readers.
     let status = match &span.error {
         Some(message) => otlp::Status {

@@ -83,7 +83,8 @@ impl Transport {
         }
     }
 
-    /// A batch as this transport sends it: an OTLP protobuf request, or an OTLP/JSON line.
+    /// A batch as this transport sends it: an OTLP protobuf request (gzipped for OTLP/HTTP
+    /// when compression is on; tonic compresses gRPC messages itself), or an OTLP/JSON line.
     /// Encoded once, however many attempts follow.
     pub fn encode(
         &self,
@@ -92,8 +93,10 @@ impl Transport {
         clock: &WallClock,
     ) -> Result<Bytes, ExportError> {
         match self {
-            Transport::Grpc(_) | Transport::Http(_) => {
-                Ok(wire::encode_request(spans, resources, clock).into())
+            Transport::Grpc(_) => Ok(wire::encode_request(spans, resources, clock).into()),
+            Transport::Http(t) => {
+                let body = wire::encode_request(spans, resources, clock);
+                Ok(if t.gzip { gzip(&body) } else { body }.into())
             }
             Transport::File(_) => json::to_json_line(&build_request(spans, resources, clock))
                 .map(Bytes::from)
@@ -240,11 +243,10 @@ impl HttpTransport {
             .client
             .post(&self.url)
             .header(CONTENT_TYPE, "application/x-protobuf");
-        post = if self.gzip {
-            post.header(CONTENT_ENCODING, "gzip").body(gzip(body))
-        } else {
-            post.body(body.clone())
-        };
+        if self.gzip {
+            post = post.header(CONTENT_ENCODING, "gzip");
+        }
+        post = post.body(body.clone());
         let response = post
             .send()
             .await
@@ -303,7 +305,7 @@ impl FileTransport {
 
     async fn send(&mut self, line: Bytes) -> Result<Delivered, ExportError> {
         let path = self.path.clone();
-        // std::fs in a blocking thread: a slow disk must not stall the runtime's workers.
+        // std::fs in a blocking thread: a slow disk must not stall the runtime's one thread.
         tokio::task::spawn_blocking(move || {
             use std::io::Write;
             // One write of the whole line: with O_APPEND, concurrent writers do not interleave.

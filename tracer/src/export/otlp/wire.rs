@@ -10,12 +10,13 @@
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
-use super::{ResourceBuilder, SCOPE_NAME, VERSION, group_by_process};
+use super::{ResourceBuilder, SCOPE_NAME, VERSION, group_by_process, otlp_kind};
 use crate::export::clock::WallClock;
-use crate::span::{Attribute, Span, SpanKind, Value};
+use crate::span::{Attribute, Span, Value};
 
 // Field numbers (opentelemetry/proto/trace/v1/trace.proto and common.proto).
 const REQUEST_RESOURCE_SPANS: u32 = 1;
@@ -41,10 +42,7 @@ const KEY_VALUE_VALUE: u32 = 2;
 const ANY_STRING: u32 = 1;
 const ANY_BOOL: u32 = 2;
 const ANY_INT: u32 = 3;
-// Enum values (trace.proto).
-const KIND_SERVER: u64 = 2;
-const KIND_CLIENT: u64 = 3;
-const STATUS_CODE_ERROR: u64 = 2;
+const STATUS_CODE_ERROR: u64 = StatusCode::Error as u64;
 
 /// The encoded request for `spans`, grouped by process like `build_request`.
 pub fn encode_request(
@@ -117,10 +115,7 @@ fn put_nonempty(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
 }
 
 fn kind(span: &Span) -> u64 {
-    match span.kind {
-        SpanKind::Server => KIND_SERVER,
-        SpanKind::Client => KIND_CLIENT,
-    }
+    otlp_kind(span.kind) as u64
 }
 
 fn status_len(span: &Span) -> usize {

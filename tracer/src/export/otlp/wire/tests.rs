@@ -4,6 +4,7 @@ use super::*;
 use crate::export::config::ResourceConfig;
 use crate::export::otlp::build_request;
 use crate::export::testutil::{process, span};
+use crate::span::SpanKind;
 use crate::test_rng::Rng;
 
 /// prost's encoding of the same request: the reference the direct encoder must match byte
