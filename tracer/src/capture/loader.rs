@@ -51,9 +51,9 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Loads and attaches. Returns the capture handle and the event ring buffer.
-    /// Loads and attaches the programs. Traces the kernel starts (injection) are sampled when
-    /// the low 56 bits of their id are below `sample_below` (`Sampler::root_threshold`).
+    /// Loads and attaches the programs; returns the capture handle and the event ring buffer.
+    /// Traces the kernel starts (injection) are sampled when the low 56 bits of their id are
+    /// below `sample_below` (`Sampler::root_threshold`).
     pub fn load(config: CaptureConfig, sample_below: u64) -> Result<(Self, RingBuf<MapData>)> {
         raise_memlock_limit();
         let agent = std::process::id();

@@ -50,12 +50,8 @@ pub struct RequestHead<'a> {
     pub version: &'static str,
 }
 
-pub fn is_known_method(method: &str) -> bool {
-    known_method(method).is_some()
-}
-
 /// The method as a static string, if it is one of the known methods.
-pub fn known_method(method: &str) -> Option<&'static str> {
+fn known_method(method: &str) -> Option<&'static str> {
     KNOWN_METHODS.iter().copied().find(|m| *m == method)
 }
 
@@ -65,20 +61,17 @@ pub fn known_method(method: &str) -> Option<&'static str> {
 pub fn request_span(head: &RequestHead<'_>, role: Role) -> (String, Vec<Attribute>) {
     // Room for the connection's and the response's attributes too (added later).
     let mut attributes = Vec::with_capacity(16);
-    let known_method = head.method.and_then(known_method);
-    let known = known_method.is_some();
-    match head.method {
-        Some(_) if let Some(method) = known_method => {
-            attributes.push(Attribute::str(HTTP_REQUEST_METHOD, method))
-        }
-        Some(method) => {
+    let known = head.method.and_then(known_method);
+    match (known, head.method) {
+        (Some(method), _) => attributes.push(Attribute::str(HTTP_REQUEST_METHOD, method)),
+        (None, Some(method)) => {
             attributes.push(Attribute::str(HTTP_REQUEST_METHOD, "_OTHER"));
             attributes.push(Attribute::str(
                 HTTP_REQUEST_METHOD_ORIGINAL,
                 capped(method).to_owned(),
             ));
         }
-        None => {}
+        (None, None) => {}
     }
     if let Some(scheme) = head.scheme {
         attributes.push(Attribute::str(URL_SCHEME, scheme));
@@ -141,10 +134,7 @@ pub fn request_span(head: &RequestHead<'_>, role: Role) -> (String, Vec<Attribut
     attributes.push(Attribute::str(NETWORK_PROTOCOL_VERSION, head.version));
 
     // Unknown methods are named `HTTP`: a method token is client-chosen and unbounded.
-    let method = match head.method {
-        Some(method) if known => method,
-        _ => "HTTP",
-    };
+    let method = known.unwrap_or("HTTP");
     let name = match target.path {
         Some(raw) => {
             let route = route::template(raw);
