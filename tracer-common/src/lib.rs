@@ -377,8 +377,9 @@ pub enum Counter {
     /// Sockets not tracked because the SOCKETS map was full.
     SocketMapFull = 4,
     /// Syscalls not captured because another thread's call took their argument slot (two
-    /// threads whose tids are equal modulo the slot count, in traced socket calls at once).
-    /// The name is kept from when the slots were a hash map.
+    /// threads whose tids are equal modulo the slot count, in traced socket calls at once);
+    /// also a slot reused after a thread died inside a call. The name is kept from when the
+    /// slots were a hash map.
     ArgsMapFull = 5,
     /// Syscalls whose payload exceeded the capture limit (the total length is still reported).
     Truncated = 6,

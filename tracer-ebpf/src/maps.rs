@@ -79,7 +79,7 @@ const IN_FLIGHT_SLOTS: u32 = 32768;
 /// paid a hash lookup. Two threads whose tids share a slot, both inside a traced socket
 /// syscall at once: the later one takes the slot, and the earlier one's event is lost,
 /// counted as `ArgsMapFull`. A thread killed inside a syscall leaves its slot tagged until
-/// the slot is reused.
+/// the slot is reused; that reuse is counted too.
 #[map(name = "IN_FLIGHT")]
 pub static IN_FLIGHT: Array<InFlight> = Array::with_max_entries(IN_FLIGHT_SLOTS, 0);
 
@@ -102,11 +102,18 @@ pub fn start_call(id: u64, call: InFlight) {
 pub fn take_call(id: u64) -> Option<InFlight> {
     let slot = IN_FLIGHT.get_ptr_mut(id as u32 & (IN_FLIGHT_SLOTS - 1))?;
     unsafe {
+        // The tag first, so that other threads' exits (every syscall on the host) stop at
+        // one load; then the copy, tested again: a colliding thread may have taken the slot
+        // in between.
         if (*slot).id != id {
             return None;
         }
+        let call = *slot;
+        if call.id != id {
+            return None;
+        }
         (*slot).id = 0;
-        Some(*slot)
+        Some(call)
     }
 }
 
