@@ -7,11 +7,12 @@
 mod grpc;
 pub mod harness;
 mod http;
+pub mod keep_alive;
 pub mod kube_api;
 pub mod nginx;
 pub mod observe;
 mod received;
 mod receiver;
 
-pub use received::{AttrValue, ReceivedRequest, ReceivedSpan, attr_map, flatten, hex};
+pub use received::{AttrValue, ReceivedRequest, ReceivedSpan, attr_map, flatten, hex, spans_of};
 pub use receiver::{Failure, OtlpReceiver, Protocol};

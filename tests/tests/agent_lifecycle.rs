@@ -11,6 +11,7 @@ use anyhow::{Context, Result, ensure};
 use tracer_e2e::{
     OtlpReceiver, Protocol,
     harness::{Agent, Service, free_port, is_root, run_args},
+    keep_alive::KeepAlive,
     observe::{KernelObjects, metric, scrape},
 };
 
@@ -29,45 +30,13 @@ async fn get(client: &reqwest::Client, service: &Service, path: &str, header: &s
     Ok(())
 }
 
-/// One keep-alive connection, written by hand: a client pool may open a second connection
-/// at any time, and the test must know which connection each request travels on.
-struct KeepAlive(tokio::net::TcpStream);
-
-impl KeepAlive {
-    async fn connect(service: &Service) -> Result<Self> {
-        Ok(Self(
-            tokio::net::TcpStream::connect(("127.0.0.1", service.port)).await?,
-        ))
-    }
-
-    /// GET `path`; waits for the whole response (Content-Length body).
-    async fn get(&mut self, path: &str) -> Result<()> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-        self.0.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let text = String::from_utf8_lossy(&response);
-            if let Some(end) = text.find("\r\n\r\n") {
-                ensure!(text.starts_with("HTTP/1.1 200"), "{path}: {text}");
-                let length: usize = text[..end]
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse())
-                    })
-                    .context("no Content-Length")??;
-                if response.len() >= end + 4 + length {
-                    return Ok(());
-                }
-            }
-            let n = self.0.read(&mut chunk).await?;
-            ensure!(n > 0, "{path}: connection closed");
-            response.extend_from_slice(&chunk[..n]);
-        }
-    }
+/// GET `path` on the test's own keep-alive connection (a client pool may open a second
+/// connection at any time; the test must know which connection each request travels on).
+/// Blocking I/O: `block_in_place` keeps the runtime's other worker serving the receiver.
+fn get_on(connection: &mut KeepAlive, path: &str) -> Result<()> {
+    let ok = tokio::task::block_in_place(|| connection.get(path))?;
+    ensure!(ok, "{path}: not a 200");
+    Ok(())
 }
 
 /// Files under the BPF filesystem (pinned objects), if it is mounted.
@@ -109,8 +78,8 @@ async fn sigkill_leaves_nothing_in_the_kernel_and_a_new_agent_traces_again() -> 
         "the agent's objects are visible: {loaded:?}"
     );
     // Opened while traced, so that its first request is seen.
-    let mut old = KeepAlive::connect(&service).await?;
-    old.get("/first/1").await?;
+    let mut old = KeepAlive::connect(("127.0.0.1", service.port))?;
+    get_on(&mut old, "/first/1")?;
     receiver
         .wait_for_spans(1, Duration::from_secs(30))
         .await
@@ -118,7 +87,7 @@ async fn sigkill_leaves_nothing_in_the_kernel_and_a_new_agent_traces_again() -> 
 
     agent.proc.stop(9, Duration::from_secs(10))?;
     // The service answers while the kernel tears the agent's objects down.
-    old.get("/between/1").await?;
+    get_on(&mut old, "/between/1")?;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let left = loaded.still_loaded();
@@ -133,7 +102,7 @@ async fn sigkill_leaves_nothing_in_the_kernel_and_a_new_agent_traces_again() -> 
     }
     ensure!(pinned() == pins_before, "the agent pinned nothing");
     for i in 0..20 {
-        old.get(&format!("/between/{i}")).await?;
+        get_on(&mut old, &format!("/between/{i}"))?;
     }
 
     // A new agent traces a new connection from its first request. On the keep-alive
@@ -141,8 +110,8 @@ async fn sigkill_leaves_nothing_in_the_kernel_and_a_new_agent_traces_again() -> 
     // request is missed (README: limits), the next ones are traced.
     let agent = Agent::start(&args, &[])?;
     get(&reqwest::Client::new(), &service, "/second/1", "").await?;
-    old.get("/second/2").await?;
-    old.get("/second/3").await?;
+    get_on(&mut old, "/second/2")?;
+    get_on(&mut old, "/second/3")?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let traced = |path: &str| receiver.spans().iter().any(|s| s.path() == path);
     while !(traced("/second/1") && traced("/second/3")) {

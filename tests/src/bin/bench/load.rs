@@ -1,13 +1,13 @@
 //! Load generators: wrk at saturation, and an open-loop generator at a fixed rate.
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
+use tracer_e2e::keep_alive::KeepAlive;
 
 /// What one load run measured.
 #[derive(Clone, Debug, Default)]
@@ -155,12 +155,9 @@ fn connection(
     interval: Duration,
     count: u64,
 ) -> Result<(Vec<u32>, u64, u64)> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut connection = KeepAlive::connect(addr)?;
     let mut latencies = Vec::with_capacity(count as usize);
     let (mut errors, mut late) = (0, 0);
-    let mut buf = vec![0u8; 4096];
     for i in 0..count {
         let due = first + interval * i as u32;
         let now = Instant::now();
@@ -170,49 +167,13 @@ fn connection(
             late += 1;
         }
         let sent = Instant::now();
-        stream.write_all(request)?;
-        if read_response(&mut stream, &mut buf)? {
+        if connection.send(request)? {
             latencies.push(sent.elapsed().as_nanos().min(u32::MAX as u128) as u32);
         } else {
             errors += 1;
         }
     }
     Ok((latencies, errors, late))
-}
-
-/// Reads one response (head and Content-Length body); whether it was a 200.
-fn read_response(stream: &mut TcpStream, buf: &mut [u8]) -> Result<bool> {
-    let mut filled = 0;
-    loop {
-        let n = stream.read(&mut buf[filled..])?;
-        if n == 0 {
-            bail!("the server closed the connection");
-        }
-        filled += n;
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut response = httparse::Response::new(&mut headers);
-        if let httparse::Status::Complete(head) = response.parse(&buf[..filled])? {
-            let length: usize = response
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
-                .unwrap_or(0);
-            let ok = response.code == Some(200);
-            let mut have = filled - head;
-            while have < length {
-                let n = stream.read(&mut buf[..])?;
-                if n == 0 {
-                    bail!("the server closed the connection mid-body");
-                }
-                have += n;
-            }
-            return Ok(ok);
-        }
-        if filled == buf.len() {
-            bail!("response head larger than {} bytes", buf.len());
-        }
-    }
 }
 
 #[cfg(test)]
