@@ -102,6 +102,15 @@ impl ReceivedSpan {
     }
 }
 
+/// The spans of `service` of OTLP kind `kind`.
+pub fn spans_of(spans: &[ReceivedSpan], service: &str, kind: i32) -> Vec<ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|s| s.service_name == service && s.kind == kind)
+        .cloned()
+        .collect()
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -14,6 +14,7 @@ use tracer_e2e::{
         Agent, Proc, Service, TempDir, agent_binary, free_port, is_root, root, run_args,
         wait_for_port,
     },
+    spans_of,
 };
 
 const SERVER: i32 = 2;
@@ -47,14 +48,6 @@ fn exec_traced(agent: &Agent, service: &str, command: &[&str]) -> Result<String>
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn of(spans: &[ReceivedSpan], service: &str, kind: i32) -> Vec<ReceivedSpan> {
-    spans
-        .iter()
-        .filter(|s| s.service_name == service && s.kind == kind)
-        .cloned()
-        .collect()
 }
 
 /// Each server span's parent is a client span with the same name; every client is used once.
@@ -103,8 +96,8 @@ async fn grpcio_unary_streaming_and_a_failure_on_one_channel() -> Result<()> {
         .with_context(|| agent.log().join("\n"))?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     ensure!(receiver.spans().len() == 12, "{:#?}", receiver.spans());
-    let servers = of(&spans, "greeter", SERVER);
-    let clients = of(&spans, "greeter-client", CLIENT);
+    let servers = spans_of(&spans, "greeter", SERVER);
+    let clients = spans_of(&spans, "greeter-client", CLIENT);
     let mut names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
     names.sort();
     ensure!(
@@ -168,8 +161,8 @@ async fn tonic_server_and_client() -> Result<()> {
         .wait_for_spans(8, Duration::from_secs(20))
         .await
         .with_context(|| agent.log().join("\n"))?;
-    let servers = of(&spans, "tonic-server", SERVER);
-    let clients = of(&spans, "tonic-client", CLIENT);
+    let servers = spans_of(&spans, "tonic-server", SERVER);
+    let clients = spans_of(&spans, "tonic-client", CLIENT);
     let method = "opentelemetry.proto.collector.trace.v1.TraceService/Export";
     for span in servers.iter().chain(&clients) {
         ensure!(span.name == method, "{span:#?}");
@@ -245,8 +238,8 @@ async fn curl_h2c_prior_knowledge_against_nghttpd() -> Result<()> {
         .wait_for_spans(6, Duration::from_secs(20))
         .await
         .with_context(|| agent.log().join("\n"))?;
-    let servers = of(&spans, "nghttpd", SERVER);
-    let clients = of(&spans, "curl", CLIENT);
+    let servers = spans_of(&spans, "nghttpd", SERVER);
+    let clients = spans_of(&spans, "curl", CLIENT);
     let mut got: Vec<(String, i64, bool)> = servers
         .iter()
         .map(|s| {
@@ -322,9 +315,9 @@ async fn a_grpc_chain_keeps_one_trace_with_its_parents() -> Result<()> {
         .wait_for_spans(3, Duration::from_secs(20))
         .await
         .with_context(|| agent.log().join("\n"))?;
-    let a_server = of(&spans, "frontend", SERVER);
-    let a_client = of(&spans, "frontend", CLIENT);
-    let b_server = of(&spans, "backend", SERVER);
+    let a_server = spans_of(&spans, "frontend", SERVER);
+    let a_client = spans_of(&spans, "frontend", CLIENT);
+    let b_server = spans_of(&spans, "backend", SERVER);
     ensure!(
         a_server.len() == 1 && a_client.len() == 1 && b_server.len() == 1,
         "{spans:#?}"

@@ -21,6 +21,7 @@ use anyhow::{Context, Result, ensure};
 use tracer_e2e::{
     OtlpReceiver, ReceivedSpan,
     harness::{Agent, Service, TempDir, agent_binary, is_root, root, run_args},
+    spans_of,
 };
 
 const SERVER: i32 = 2;
@@ -171,14 +172,6 @@ fn stop_agent(mut agent: Agent) -> Result<Vec<String>> {
     Ok(agent.log())
 }
 
-fn of(spans: &[ReceivedSpan], service: &str, kind: i32) -> Vec<ReceivedSpan> {
-    spans
-        .iter()
-        .filter(|s| s.service_name == service && s.kind == kind)
-        .cloned()
-        .collect()
-}
-
 fn names(spans: &[ReceivedSpan]) -> Vec<&str> {
     let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     names.sort();
@@ -276,8 +269,8 @@ async fn http1_credentials_query_values_and_bodies_stay_on_the_host() -> Result<
     audit(&markers, &receiver, &output, &log)?;
     let spans = receiver.spans();
     ensure!(spans.len() == 4, "{spans:#?}");
-    let servers = of(&spans, "secret-service", SERVER);
-    let clients = of(&spans, "curl", CLIENT);
+    let servers = spans_of(&spans, "secret-service", SERVER);
+    let clients = spans_of(&spans, "curl", CLIENT);
     ensure!(
         names(&servers) == ["GET /account", "POST /login"]
             && names(&clients) == ["GET /account", "POST /login"],
@@ -345,8 +338,8 @@ async fn grpc_metadata_and_messages_stay_on_the_host() -> Result<()> {
     audit(&markers, &receiver, &output, &log)?;
     let spans = receiver.spans();
     ensure!(spans.len() == 6, "{spans:#?}");
-    let servers = of(&spans, "secret-greeter", SERVER);
-    let clients = of(&spans, "secret-client", CLIENT);
+    let servers = spans_of(&spans, "secret-greeter", SERVER);
+    let clients = spans_of(&spans, "secret-client", CLIENT);
     ensure!(servers.len() == 3 && clients.len() == 3, "{spans:#?}");
     for span in servers.iter().chain(&clients) {
         ensure!(span.name == "demo.Greeter/Secret", "{span:#?}");
