@@ -66,9 +66,9 @@ pub fn measure(
     let load = load()?;
     let kernel1 = program_stats(&programs);
     drop(stats);
-    // Every answered request is one server span: wait for them, or until none came for a
-    // second (some were dropped, and counted).
-    let expected = load.requests as usize;
+    // Every answered request (200 or not) is one server span, as the report counts them:
+    // wait for them, or until none came for a second (some were dropped, and counted).
+    let expected = (load.requests + load.errors) as usize;
     let (mut seen, mut moved) = (receiver.span_count(), Instant::now());
     let deadline = Instant::now() + Duration::from_secs(30);
     while seen < expected && moved.elapsed() < Duration::from_secs(1) && Instant::now() < deadline {
