@@ -171,9 +171,9 @@ pub fn redact_command_line(argv: &[String]) -> String {
             continue;
         }
         if let Some((url, query)) = url_with_query(arg) {
-            let mut redacted = format!("{url}?");
+            let mut redacted = crate::span::CompactString::default();
             crate::protocols::http::url::push_redacted_query(&mut redacted, query);
-            out.push(redacted);
+            out.push(format!("{url}?{redacted}"));
             continue;
         }
         match arg.split_once('=') {

@@ -171,7 +171,7 @@ pub fn to_otlp_span(span: &Span, clock: &WallClock) -> otlp::Span {
         trace_state: span.trace_state.clone(),
         parent_span_id: span.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
         flags: span.trace_flags.into(),
-        name: span.name.clone(),
+        name: span.name.to_string(),
         kind: kind as i32,
         start_time_unix_nano: clock.to_unix_nanos(span.start_mono_ns),
         end_time_unix_nano: clock.to_unix_nanos(span.end_mono_ns),

@@ -39,7 +39,7 @@ pub fn span(
         trace_state: String::new(),
         remote_sampled: None,
         kind: SpanKind::Server,
-        name: name.to_string(),
+        name: name.into(),
         start_mono_ns: start_ms * 1_000_000,
         end_mono_ns: end_ms * 1_000_000,
         error: None,

@@ -14,7 +14,7 @@ pub mod stream;
 pub use stream::{SegTime, StreamBuffer};
 use tracer_common::Direction;
 
-use crate::span::{Attribute, Role, TraceContext};
+use crate::span::{Attribute, CompactString, Role, TraceContext};
 
 /// Outcome of parsing at the front of a stream.
 #[derive(Debug)]
@@ -36,7 +36,7 @@ pub struct Request {
     /// The syscall that carried the request's first byte.
     pub first: SegTime,
     /// Span name, low cardinality: `"GET /users/{id}"`.
-    pub name: String,
+    pub name: CompactString,
     /// Semantic-convention attributes read from the request (no credentials, no bodies).
     pub attributes: Vec<Attribute>,
     /// The W3C trace context the request carries, if valid (`protocols::http::trace_context`).

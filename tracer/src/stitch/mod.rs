@@ -30,7 +30,10 @@ use crate::{
     connections::ConnMeta,
     process::ProcessMeta,
     protocols::{L7Event, Request, Response, SegTime},
-    span::{self, Attribute, Role, Span, SpanId, SpanKind, TraceContext, TraceId},
+    span::{
+        self, Attribute, CompactString, Role, Span, SpanId, SpanKind, ToCompactString,
+        TraceContext, TraceId,
+    },
 };
 use peers::{Peers, Seen};
 
@@ -105,7 +108,7 @@ struct Pending {
     /// The trace id if this span turns out to be a root.
     own_trace_id: TraceId,
     parent: Parent,
-    name: String,
+    name: CompactString,
     attributes: Vec<Attribute>,
     start_ns: u64,
     /// Agent time (CLOCK_MONOTONIC) when the request was processed.
@@ -709,7 +712,7 @@ fn new_origin(trace_id: TraceId) -> Origin {
 fn add_connection_attributes(attributes: &mut Vec<Attribute>, role: Role, conn: &ConnMeta) {
     let has = |attributes: &Vec<Attribute>, key: &str| span::find(attributes, key).is_some();
     // Formatted once: a server span carries the peer's address twice.
-    let peer_ip = conn.peer.map(|peer| peer.ip().to_string());
+    let peer_ip = conn.peer.map(|peer| peer.ip().to_compact_string());
     if let (Some(peer), Some(ip)) = (conn.peer, &peer_ip) {
         attributes.push(Attribute::str("network.peer.address", ip.clone()));
         attributes.push(Attribute::int("network.peer.port", peer.port() as i64));
@@ -727,7 +730,10 @@ fn add_connection_attributes(attributes: &mut Vec<Attribute>, role: Role, conn: 
     };
     if let Some(server) = server {
         if !has(attributes, "server.address") && !server.ip().is_unspecified() {
-            attributes.push(Attribute::str("server.address", server.ip().to_string()));
+            attributes.push(Attribute::str(
+                "server.address",
+                server.ip().to_compact_string(),
+            ));
         }
         if !has(attributes, "server.port") {
             attributes.push(Attribute::int("server.port", server.port() as i64));

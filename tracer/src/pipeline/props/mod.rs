@@ -101,7 +101,7 @@ fn shapes(spans: &[Span]) -> Vec<Shape> {
                 end: s.end_mono_ns,
                 pid: s.process.pid,
                 kind: format!("{:?}", s.kind),
-                name: s.name.clone(),
+                name: s.name.to_string(),
                 error: s.error.clone(),
                 attributes: s
                     .attributes

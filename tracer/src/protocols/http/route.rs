@@ -6,6 +6,8 @@
 //! a segment that looks like a word is kept. Paths deeper than [`MAX_SEGMENTS`] are cut, so a
 //! client cannot create unbounded span names by sending unusual paths.
 
+use crate::span::CompactString;
+
 /// What replaces an identifier segment.
 pub const ID: &str = "{id}";
 /// Segments kept before the rest of a path is collapsed into `/*`.
@@ -14,14 +16,14 @@ pub const MAX_SEGMENTS: usize = 8;
 const MAX_WORD_LEN: usize = 64;
 
 /// The route template of `path` (a URL path; anything from `?` or `#` on is ignored).
-pub fn template(path: &str) -> String {
+pub fn template(path: &str) -> CompactString {
     let end = path.find(['?', '#']).unwrap_or(path.len());
     let path = path[..end].strip_prefix('/').unwrap_or(&path[..end]);
     if path.is_empty() {
-        return "/".to_string();
+        return CompactString::const_new("/");
     }
     // A template is at most about MAX_SEGMENTS * (MAX_WORD_LEN + 1) bytes, whatever the path.
-    let mut out = String::with_capacity(path.len().min(128) + 1);
+    let mut out = CompactString::with_capacity(path.len().min(128) + 1);
     for (i, segment) in path.split('/').enumerate() {
         if i == MAX_SEGMENTS {
             out.push_str("/*");

@@ -8,7 +8,7 @@
 
 use super::route;
 use super::url;
-use crate::span::{Attribute, Role};
+use crate::span::{Attribute, CompactString, Role, ToCompactString};
 
 pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
 pub const HTTP_REQUEST_METHOD_ORIGINAL: &str = "http.request.method_original";
@@ -58,7 +58,7 @@ fn known_method(method: &str) -> Option<&'static str> {
 /// Span name (`"GET /users/{id}"`) and attributes of a request, seen from `role`. A request
 /// whose method is unknown or unreadable is named `HTTP` (`HTTP /users/{id}` when its path is
 /// known).
-pub fn request_span(head: &RequestHead<'_>, role: Role) -> (String, Vec<Attribute>) {
+pub fn request_span(head: &RequestHead<'_>, role: Role) -> (CompactString, Vec<Attribute>) {
     // Room for the connection's and the response's attributes too (added later).
     let mut attributes = Vec::with_capacity(16);
     let known = head.method.and_then(known_method);
@@ -66,10 +66,7 @@ pub fn request_span(head: &RequestHead<'_>, role: Role) -> (String, Vec<Attribut
         (Some(method), _) => attributes.push(Attribute::str(HTTP_REQUEST_METHOD, method)),
         (None, Some(method)) => {
             attributes.push(Attribute::str(HTTP_REQUEST_METHOD, "_OTHER"));
-            attributes.push(Attribute::str(
-                HTTP_REQUEST_METHOD_ORIGINAL,
-                capped(method).to_owned(),
-            ));
+            attributes.push(Attribute::str(HTTP_REQUEST_METHOD_ORIGINAL, capped(method)));
         }
         (None, None) => {}
     }
@@ -81,14 +78,14 @@ pub fn request_span(head: &RequestHead<'_>, role: Role) -> (String, Vec<Attribut
     // Inputs are cut before redaction so that no oversized buffer outlives this call.
     let path = target.path.map(|raw| {
         let raw = capped(raw);
-        let mut path = String::with_capacity(raw.len());
+        let mut path = CompactString::with_capacity(raw.len());
         url::push_redacted_path(&mut path, raw);
         cap(&mut path);
         path
     });
     let query = target.query.filter(|q| !q.is_empty()).map(|raw| {
         let raw = capped(raw);
-        let mut query = String::with_capacity(raw.len() + 16);
+        let mut query = CompactString::with_capacity(raw.len() + 16);
         url::push_redacted_query(&mut query, raw);
         cap(&mut query);
         query
@@ -112,7 +109,7 @@ pub fn request_span(head: &RequestHead<'_>, role: Role) -> (String, Vec<Attribut
         attributes.push(Attribute::str(URL_QUERY, query));
     }
     if let Some((_, (host, port))) = server {
-        attributes.push(Attribute::str(SERVER_ADDRESS, capped(host).to_owned()));
+        attributes.push(Attribute::str(SERVER_ADDRESS, capped(host)));
         let port = port.or(match head.scheme {
             Some("https") => Some(443),
             Some(_) => Some(80),
@@ -127,7 +124,7 @@ pub fn request_span(head: &RequestHead<'_>, role: Role) -> (String, Vec<Attribut
     }
     if let Some(agent) = head.user_agent {
         let agent = &agent[..agent.len().min(MAX_VALUE_LEN)];
-        let mut agent = String::from_utf8_lossy(agent).into_owned();
+        let mut agent = CompactString::from_utf8_lossy(agent);
         cap(&mut agent);
         attributes.push(Attribute::str(USER_AGENT_ORIGINAL, agent));
     }
@@ -138,14 +135,14 @@ pub fn request_span(head: &RequestHead<'_>, role: Role) -> (String, Vec<Attribut
     let name = match target.path {
         Some(raw) => {
             let route = route::template(raw);
-            let mut name = String::with_capacity(method.len() + 1 + route.len());
+            let mut name = CompactString::with_capacity(method.len() + 1 + route.len());
             name.push_str(method);
             name.push(' ');
             name.push_str(&route);
             name
         }
         // CONNECT host:port and OPTIONS * have no route.
-        None => method.to_string(),
+        None => CompactString::const_new(method),
     };
     (name, attributes)
 }
@@ -163,18 +160,18 @@ pub fn response_outcome(status: u16, role: Role) -> (Vec<Attribute>, Option<Stri
     if !failed {
         return (attributes, None);
     }
-    attributes.push(Attribute::str(ERROR_TYPE, status.to_string()));
+    attributes.push(Attribute::str(ERROR_TYPE, status.to_compact_string()));
     (attributes, Some(format!("HTTP {status}")))
 }
 
 /// `scheme://authority/path?query` from parts already redacted (userinfo is dropped here).
-fn full_url(scheme: &str, authority: &str, path: &str, query: Option<&str>) -> String {
+fn full_url(scheme: &str, authority: &str, path: &str, query: Option<&str>) -> CompactString {
     let authority = authority
         .rsplit_once('@')
         .map_or(authority, |(_, host)| host);
     let query_len = query.map_or(0, |q| q.len() + 1);
     let mut full =
-        String::with_capacity(scheme.len() + 3 + authority.len() + path.len() + query_len);
+        CompactString::with_capacity(scheme.len() + 3 + authority.len() + path.len() + query_len);
     full.push_str(scheme);
     full.push_str("://");
     full.push_str(authority);
@@ -199,7 +196,7 @@ pub fn capped(s: &str) -> &str {
     &s[..end]
 }
 
-fn cap(s: &mut String) {
+fn cap(s: &mut CompactString) {
     let len = capped(s).len();
     if len < s.len() {
         // Rare: give back the memory too, spans may wait a while before export.
@@ -426,8 +423,7 @@ mod tests {
                 panic!("no {key}");
             };
             assert!(
-                v.len() <= MAX_VALUE_LEN
-                    && matches!(v, std::borrow::Cow::Owned(s) if s.capacity() <= MAX_VALUE_LEN + 16),
+                v.len() <= MAX_VALUE_LEN && v.capacity() <= MAX_VALUE_LEN + 16,
                 "{key}"
             );
         }

@@ -1,5 +1,7 @@
 //! Pieces of request URLs, taken apart without allocating and with secrets removed.
 
+use crate::span::CompactString;
+
 /// What replaces secret parts of a URL (query values, userinfo, path parameters).
 pub const REDACTED: &str = "REDACTED";
 
@@ -103,7 +105,7 @@ fn is_host_char(b: u8) -> bool {
 
 /// Appends `query` with every parameter value replaced by [`REDACTED`]: keys stay, values
 /// (tokens, signatures, personal data) never leave the tracer.
-pub fn push_redacted_query(out: &mut String, query: &str) {
+pub fn push_redacted_query(out: &mut CompactString, query: &str) {
     for (i, param) in query.split('&').enumerate() {
         if i > 0 {
             out.push('&');
@@ -121,7 +123,7 @@ pub fn push_redacted_query(out: &mut String, query: &str) {
 
 /// Appends `path` with the values of path parameters (`/app;jsessionid=...`) redacted: servlet
 /// containers put session ids there.
-pub fn push_redacted_path(out: &mut String, path: &str) {
+pub fn push_redacted_path(out: &mut CompactString, path: &str) {
     if !path.contains(';') {
         out.push_str(path);
         return;
@@ -231,7 +233,7 @@ mod tests {
     #[test]
     fn query_values_are_redacted() {
         let redact = |q: &str| {
-            let mut out = String::new();
+            let mut out = CompactString::default();
             push_redacted_query(&mut out, q);
             out
         };
@@ -250,7 +252,7 @@ mod tests {
     #[test]
     fn path_parameter_values_are_redacted() {
         let redact = |p: &str| {
-            let mut out = String::new();
+            let mut out = CompactString::default();
             push_redacted_path(&mut out, p);
             out
         };

@@ -7,7 +7,7 @@ use httparse::Status;
 
 use super::start_line::{self, Looks};
 use crate::protocols::http::{semconv, trace_context, trim_ows};
-use crate::span::{Attribute, Role, TraceContext};
+use crate::span::{Attribute, CompactString, Role, TraceContext};
 
 /// Headers beyond this many make a head unreadable (browsers send about 20).
 pub const MAX_HEADERS: usize = 128;
@@ -64,7 +64,7 @@ pub enum Parsed<T, S> {
 /// A request head, with what the span needs already extracted.
 #[derive(Debug)]
 pub struct RequestHead {
-    pub name: String,
+    pub name: CompactString,
     pub attributes: Vec<Attribute>,
     pub context: Option<TraceContext>,
     pub fingerprint: u64,

@@ -9,7 +9,7 @@
 use super::fields::{Facts, GrpcStatus};
 use crate::protocols::http::semconv::{self, ERROR_TYPE, NETWORK_PROTOCOL_VERSION};
 use crate::protocols::http::{trace_context, url};
-use crate::span::{Attribute, Role, TraceContext};
+use crate::span::{Attribute, CompactString, Role, TraceContext};
 
 pub const RPC_SYSTEM: &str = "rpc.system";
 pub const RPC_SERVICE: &str = "rpc.service";
@@ -23,7 +23,7 @@ const SERVER_ERRORS: [u32; 6] = [2, 4, 12, 13, 14, 15];
 /// What a request head gives its span.
 #[derive(Debug)]
 pub struct RequestSpan {
-    pub name: String,
+    pub name: CompactString,
     pub attributes: Vec<Attribute>,
     pub context: Option<TraceContext>,
     pub fingerprint: u64,
@@ -94,15 +94,15 @@ fn grpc_span(
     method: &str,
     authority: Option<&str>,
     scheme: Option<&'static str>,
-) -> (String, Vec<Attribute>) {
+) -> (CompactString, Vec<Attribute>) {
     let mut attributes = Vec::with_capacity(6);
     attributes.push(Attribute::str(RPC_SYSTEM, "grpc"));
-    attributes.push(Attribute::str(RPC_SERVICE, service.to_owned()));
-    attributes.push(Attribute::str(RPC_METHOD, method.to_owned()));
+    attributes.push(Attribute::str(RPC_SERVICE, service));
+    attributes.push(Attribute::str(RPC_METHOD, method));
     if let Some((host, port)) = authority.and_then(url::split_authority) {
         attributes.push(Attribute::str(
             semconv::SERVER_ADDRESS,
-            semconv::capped(host).to_owned(),
+            semconv::capped(host),
         ));
         let port = port.or(match scheme {
             Some("https") => Some(443),
@@ -114,7 +114,7 @@ fn grpc_span(
         }
     }
     attributes.push(Attribute::str(NETWORK_PROTOCOL_VERSION, "2"));
-    let mut name = String::with_capacity(service.len() + 1 + method.len());
+    let mut name = CompactString::with_capacity(service.len() + 1 + method.len());
     name.push_str(service);
     name.push('/');
     name.push_str(method);

@@ -47,7 +47,7 @@ fn random_span(rng: &mut Rng, processes: &[Arc<crate::process::ProcessMeta>]) ->
     } else {
         SpanKind::Client
     };
-    s.name = text(rng, 200);
+    s.name = text(rng, 200).into();
     // Times at and around the clock's offset: 0 ns after conversion is a proto3 default.
     s.start_mono_ns = rng.below(3) as u64 * 1_000_000;
     s.end_mono_ns = s.start_mono_ns + rng.below(2) as u64 * 1_500;

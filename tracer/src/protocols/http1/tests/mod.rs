@@ -102,7 +102,9 @@ fn summary(events: &[L7Event]) -> Vec<Ev> {
     events
         .iter()
         .map(|e| match e {
-            L7Event::Request(r) => Ev::Req(r.stream_id, r.name.clone(), r.first.enter_ns / 1_000),
+            L7Event::Request(r) => {
+                Ev::Req(r.stream_id, r.name.to_string(), r.first.enter_ns / 1_000)
+            }
             L7Event::Response(r) => {
                 let Some(Value::Int(status)) = find(&r.attributes, "http.response.status_code")
                 else {

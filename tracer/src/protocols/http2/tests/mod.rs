@@ -147,7 +147,9 @@ fn summary(events: &[L7Event]) -> Vec<Ev> {
     events
         .iter()
         .map(|e| match e {
-            L7Event::Request(r) => Ev::Req(r.stream_id, r.name.clone(), r.first.enter_ns / 1_000),
+            L7Event::Request(r) => {
+                Ev::Req(r.stream_id, r.name.to_string(), r.first.enter_ns / 1_000)
+            }
             L7Event::Response(r) => Ev::Resp(r.stream_id, r.last.enter_ns / 1_000, r.error.clone()),
             L7Event::Abandoned {
                 stream_id,

@@ -359,7 +359,7 @@ fn assert_honest(cut: &[L7Event], full: &[L7Event], script: &Script) {
         let whole = full_req[&r.stream_id];
         assert_eq!(r.first, whole.first, "request {} start", r.stream_id);
         assert!(
-            allowed_names(truth).contains(&r.name),
+            allowed_names(truth).iter().any(|n| *n == r.name),
             "{:?} is not {truth:?}",
             r.name
         );
