@@ -138,9 +138,15 @@ impl Pipeline {
 
     /// One ring-buffer record.
     pub fn on_record(&mut self, record: &[u8]) {
+        self.on_record_at(record, clock::monotonic_ns());
+    }
+
+    /// One ring-buffer record, read at `now_ns` (CLOCK_MONOTONIC). A replay passes the
+    /// recording's own times, so that spans settle as they did when it was made.
+    pub fn on_record_at(&mut self, record: &[u8], now_ns: u64) {
         self.records += 1;
         match capture::decode(record) {
-            Ok(event) => self.on_event(event),
+            Ok(event) => self.on_event_at(event, now_ns),
             Err(e) => {
                 self.decode_errors += 1;
                 tracing::debug!("undecodable capture record: {e}");
@@ -149,6 +155,10 @@ impl Pipeline {
     }
 
     pub fn on_event(&mut self, event: CaptureEvent) {
+        self.on_event_at(event, clock::monotonic_ns());
+    }
+
+    fn on_event_at(&mut self, event: CaptureEvent, now: u64) {
         let change = match event {
             CaptureEvent::ProcessExit { tgid, .. } => Some(ProcessChange::Exited(tgid)),
             CaptureEvent::Fork { parent, child } => Some(ProcessChange::Forked { parent, child }),
@@ -201,7 +211,6 @@ impl Pipeline {
         {
             *self.lost.entry(tgid).or_default() += 1;
         }
-        let now = clock::monotonic_ns();
         let stitcher = &mut self.stitcher;
         self.connections
             .on_event(event, &mut |conn, ev| stitcher.on_event(conn, ev, now));
@@ -226,7 +235,11 @@ impl Pipeline {
 
     /// Spans ready for export (sampled). With `force`, everything that has ended (shutdown).
     pub fn ready_spans(&mut self, force: bool) -> Vec<Span> {
-        let now = clock::monotonic_ns();
+        self.ready_spans_at(clock::monotonic_ns(), force)
+    }
+
+    /// [`Self::ready_spans`] at `now` (CLOCK_MONOTONIC ns): see [`Self::on_record_at`].
+    pub fn ready_spans_at(&mut self, now: u64, force: bool) -> Vec<Span> {
         self.connections.tick(now);
         self.finished.clear();
         self.stitcher.flush(now, force, &mut self.finished);
