@@ -18,7 +18,7 @@ use crate::{
     capture::{CaptureEvent, DataRecord, OpenRecord, SocketId},
     clock,
     protocols::{L7Event, ParseStats, Parser, SegTime, StreamBuffer},
-    span::Role,
+    span::{CompactString, Role, ToCompactString},
 };
 use addr::AddressResolver;
 
@@ -42,6 +42,25 @@ pub struct ConnMeta {
     /// unspecified (0.0.0.0, ::) when the server listens on every address.
     pub local: Option<SocketAddr>,
     pub peer: Option<SocketAddr>,
+    /// `peer`'s IP as text, formatted once per connection rather than for every span.
+    pub peer_ip: Option<CompactString>,
+}
+
+impl ConnMeta {
+    fn new(
+        socket: SocketId,
+        role: Option<Role>,
+        local: Option<SocketAddr>,
+        peer: Option<SocketAddr>,
+    ) -> Self {
+        Self {
+            socket,
+            role,
+            local,
+            peer,
+            peer_ip: peer.map(|p| p.ip().to_compact_string()),
+        }
+    }
 }
 
 enum ProtocolState {
@@ -173,12 +192,12 @@ impl Connections {
     pub fn adopt(&mut self, socket: SocketId, inode: u64, out: &mut dyn FnMut(&ConnMeta, L7Event)) {
         let now = clock::monotonic_ns();
         let endpoints = self.resolver.resolve_inode(socket.tgid, inode, now, now);
-        let meta = ConnMeta {
+        let meta = ConnMeta::new(
             socket,
-            role: None,
-            local: endpoints.map(|e| e.local),
-            peer: endpoints.map(|e| e.peer),
-        };
+            None,
+            endpoints.map(|e| e.local),
+            endpoints.map(|e| e.peer),
+        );
         self.insert(Connection::new(meta, true, now), out);
     }
 
@@ -244,16 +263,12 @@ impl Connections {
         if local.is_none() && peer.is_some() {
             self.stats.unresolved_addresses += 1;
         }
-        let meta = ConnMeta {
-            socket,
-            role: Some(if open.accepted {
-                Role::Server
-            } else {
-                Role::Client
-            }),
-            local,
-            peer,
+        let role = if open.accepted {
+            Role::Server
+        } else {
+            Role::Client
         };
+        let meta = ConnMeta::new(socket, Some(role), local, peer);
         self.insert(Connection::new(meta, false, now), out);
     }
 
@@ -295,12 +310,7 @@ impl Connections {
             _ => {
                 // First sight of this connection (its open event was lost, or it was found in
                 // /proc under another generation): start it here, mid-stream.
-                let meta = ConnMeta {
-                    socket,
-                    role: None,
-                    local: None,
-                    peer: None,
-                };
+                let meta = ConnMeta::new(socket, None, None, None);
                 self.insert(Connection::new(meta, true, data.exit_ns), out);
             }
         }
