@@ -171,9 +171,9 @@ pub fn redact_command_line(argv: &[String]) -> String {
             continue;
         }
         if let Some((url, query)) = url_with_query(arg) {
-            let mut redacted = crate::span::CompactString::default();
+            let mut redacted = format!("{url}?");
             crate::protocols::http::url::push_redacted_query(&mut redacted, query);
-            out.push(format!("{url}?{redacted}"));
+            out.push(redacted);
             continue;
         }
         match arg.split_once('=') {

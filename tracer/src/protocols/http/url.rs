@@ -1,7 +1,5 @@
 //! Pieces of request URLs, taken apart without allocating and with secrets removed.
 
-use crate::span::CompactString;
-
 /// What replaces secret parts of a URL (query values, userinfo, path parameters).
 pub const REDACTED: &str = "REDACTED";
 
@@ -104,47 +102,42 @@ fn is_host_char(b: u8) -> bool {
 }
 
 /// Appends `query` with every parameter value replaced by [`REDACTED`]: keys stay, values
-/// (tokens, signatures, personal data) never leave the tracer.
-pub fn push_redacted_query(out: &mut CompactString, query: &str) {
+/// (tokens, signatures, personal data) never leave the tracer. `out` is any string type
+/// (`String`, `CompactString`).
+pub fn push_redacted_query<'a>(out: &mut impl Extend<&'a str>, query: &'a str) {
     for (i, param) in query.split('&').enumerate() {
         if i > 0 {
-            out.push('&');
+            out.extend(["&"]);
         }
-        match param.split_once('=') {
-            Some((key, _)) => {
-                out.push_str(key);
-                out.push('=');
-                out.push_str(REDACTED);
-            }
-            None => out.push_str(param),
-        }
+        push_redacted_param(out, param);
     }
 }
 
 /// Appends `path` with the values of path parameters (`/app;jsessionid=...`) redacted: servlet
 /// containers put session ids there.
-pub fn push_redacted_path(out: &mut CompactString, path: &str) {
+pub fn push_redacted_path<'a>(out: &mut impl Extend<&'a str>, path: &'a str) {
     if !path.contains(';') {
-        out.push_str(path);
+        out.extend([path]);
         return;
     }
     for (i, segment) in path.split('/').enumerate() {
         if i > 0 {
-            out.push('/');
+            out.extend(["/"]);
         }
         let mut params = segment.split(';');
-        out.push_str(params.next().unwrap_or_default());
+        out.extend([params.next().unwrap_or_default()]);
         for param in params {
-            out.push(';');
-            match param.split_once('=') {
-                Some((key, _)) => {
-                    out.push_str(key);
-                    out.push('=');
-                    out.push_str(REDACTED);
-                }
-                None => out.push_str(param),
-            }
+            out.extend([";"]);
+            push_redacted_param(out, param);
         }
+    }
+}
+
+/// `key=REDACTED` for `key=value`; a bare `key` as it is.
+fn push_redacted_param<'a>(out: &mut impl Extend<&'a str>, param: &'a str) {
+    match param.split_once('=') {
+        Some((key, _)) => out.extend([key, "=", REDACTED]),
+        None => out.extend([param]),
     }
 }
 
@@ -233,7 +226,7 @@ mod tests {
     #[test]
     fn query_values_are_redacted() {
         let redact = |q: &str| {
-            let mut out = CompactString::default();
+            let mut out = String::new();
             push_redacted_query(&mut out, q);
             out
         };
@@ -252,7 +245,7 @@ mod tests {
     #[test]
     fn path_parameter_values_are_redacted() {
         let redact = |p: &str| {
-            let mut out = CompactString::default();
+            let mut out = String::new();
             push_redacted_path(&mut out, p);
             out
         };
