@@ -44,7 +44,7 @@ pub fn run(data: &[u8]) {
                 pipeline.add_process(Arc::new(ProcessMeta::unknown(tgid)));
             }
         }
-        pipeline.on_record(record);
+        pipeline.on_record(record, tracer::clock::monotonic_ns());
         pipeline.take_process_changes();
     }
     spans.extend(pipeline.ready_spans(true));

@@ -18,7 +18,7 @@ use std::{hint::black_box, mem::offset_of, path::Path, sync::Arc};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use tracer::{
-    capture,
+    agent, capture,
     export::{ResourceConfig, clock::WallClock, otlp},
     pipeline::Pipeline,
     process::ProcessMeta,
@@ -34,8 +34,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Times the recording is replayed per iteration.
 const COPIES: u64 = 64;
-/// How often the agent takes the spans that are ready (`TICK` in src/agent).
-const TICK_NS: u64 = 100_000_000;
 /// Field offsets of the kernel's record layouts.
 const KIND: usize = offset_of!(EventHeader, kind);
 const TGID: usize = offset_of!(EventHeader, tgid);
@@ -104,10 +102,10 @@ fn run(records: &[Vec<u8>], mut pipeline: Pipeline, mut out: impl FnMut(Vec<Span
     let (mut now, mut next_flush) = (0, 0);
     for record in records {
         now = now.max(ts(record));
-        pipeline.on_record_at(record, now);
+        pipeline.on_record(record, now);
         if now >= next_flush {
             out(pipeline.ready_spans_at(now, false));
-            next_flush = now + TICK_NS;
+            next_flush = now + agent::TICK.as_nanos() as u64;
         }
     }
     out(pipeline.ready_spans_at(now, true));

@@ -136,14 +136,10 @@ impl Pipeline {
         });
     }
 
-    /// One ring-buffer record.
-    pub fn on_record(&mut self, record: &[u8]) {
-        self.on_record_at(record, clock::monotonic_ns());
-    }
-
-    /// One ring-buffer record, read at `now_ns` (CLOCK_MONOTONIC). A replay passes the
-    /// recording's own times, so that spans settle as they did when it was made.
-    pub fn on_record_at(&mut self, record: &[u8], now_ns: u64) {
+    /// One ring-buffer record, read at `now_ns` (CLOCK_MONOTONIC; the agent reads the clock
+    /// once per batch). A replay passes the recording's own times, so that spans settle as
+    /// they did when it was made.
+    pub fn on_record(&mut self, record: &[u8], now_ns: u64) {
         self.records += 1;
         match capture::decode(record) {
             Ok(event) => self.on_event_at(event, now_ns),
@@ -238,7 +234,7 @@ impl Pipeline {
         self.ready_spans_at(clock::monotonic_ns(), force)
     }
 
-    /// [`Self::ready_spans`] at `now` (CLOCK_MONOTONIC ns): see [`Self::on_record_at`].
+    /// [`Self::ready_spans`] at `now` (CLOCK_MONOTONIC ns): see [`Self::on_record`].
     pub fn ready_spans_at(&mut self, now: u64, force: bool) -> Vec<Span> {
         self.connections.tick(now);
         self.finished.clear();

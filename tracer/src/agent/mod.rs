@@ -19,6 +19,7 @@ use tokio::{
 
 use crate::{
     capture::{self, Capture, CaptureConfig},
+    clock,
     control::Selector,
     export::{ExportArgs, ExportConfig, Exporter},
     kubernetes,
@@ -47,7 +48,7 @@ pub struct RunOptions {
 /// Also how often the ring is read without a wake-up: the kernel wakes the agent for data
 /// events only when a quarter MiB waits (tracer-ebpf data.rs), so at low rates this bounds
 /// their delay (spans wait a settle window of 500 ms anyway).
-const TICK: Duration = Duration::from_millis(100);
+pub const TICK: Duration = Duration::from_millis(100);
 /// Ring records processed before yielding to the other tasks.
 const BATCH: usize = 4096;
 /// Time allowed to deliver pending spans at shutdown.
@@ -208,6 +209,9 @@ fn read_ring(
     mut recorder: Option<&mut capture::record::Recorder>,
     limit: usize,
 ) -> Result<usize> {
+    // One clock read per batch, not per record: a batch takes milliseconds, and the time
+    // only measures each span's settle window (500 ms).
+    let now = clock::monotonic_ns();
     let mut n = 0;
     while n < limit
         && let Some(record) = events.next()
@@ -215,7 +219,7 @@ fn read_ring(
         if let Some(recorder) = recorder.as_mut() {
             recorder.record(&record)?;
         }
-        agent.pipeline.on_record(&record);
+        agent.pipeline.on_record(&record, now);
         n += 1;
     }
     agent.apply_process_changes();
