@@ -567,9 +567,10 @@ fn a_span_open_past_its_settle_window_goes_once_it_ends() {
     assert!(p.ready_spans(false).is_empty(), "exported once");
 }
 
-/// Beyond `max_pending` started spans, the ones seen first are dropped, and counted.
-#[test]
-fn beyond_max_pending_the_oldest_spans_are_evicted() {
+/// Four requests into a table of two, then their responses: the two seen first are dropped,
+/// and counted. With `flush_between`, a flush after each request sets the still-open span
+/// aside (past its zero settle window): it is still among the oldest, and goes first.
+fn four_requests_into_a_table_of_two(flush_between: bool) {
     let config = StitchConfig {
         settle: Duration::ZERO,
         max_pending: 2,
@@ -581,6 +582,9 @@ fn beyond_max_pending_the_oldest_spans_are_evicted() {
         let s = sock(1, 4 + i as i32, 10 + i as u64);
         p.on_event(open(s, true, "127.0.0.1:8080", "127.0.0.1:50000"));
         p.on_event(data(s, 7, 100, Direction::Ingress, &request(path, "")));
+        if flush_between {
+            assert!(p.ready_spans(false).is_empty(), "{path} is still open");
+        }
     }
     for i in 0..paths.len() {
         let s = sock(1, 4 + i as i32, 10 + i as u64);
@@ -588,35 +592,73 @@ fn beyond_max_pending_the_oldest_spans_are_evicted() {
     }
     let mut exported: Vec<String> = p.ready_spans(false).iter().map(path).collect();
     exported.sort();
-    assert_eq!(exported, ["/c", "/d"]);
+    assert_eq!(exported, ["/c", "/d"], "flush between: {flush_between}");
     assert_eq!(p.stats().stitch.evicted, 2);
     assert_eq!(p.stats().stitch.orphan_responses, 2);
 }
 
-/// Spans still open after their settle window wait aside; they are still the oldest, and
-/// go first when the table is full.
+#[test]
+fn beyond_max_pending_the_oldest_spans_are_evicted() {
+    four_requests_into_a_table_of_two(false);
+}
+
 #[test]
 fn spans_waiting_past_their_window_are_the_first_evicted() {
-    let config = StitchConfig {
-        settle: Duration::ZERO,
-        max_pending: 2,
+    four_requests_into_a_table_of_two(true);
+}
+
+/// Without a Host header, the addresses come from the connection: a server span names its own
+/// end as the server and its peer as the client; a client span's server is its peer.
+#[test]
+fn without_a_host_header_the_connection_gives_the_addresses() {
+    let mut p = pipeline(&[1]);
+    let (server, client) = (sock(1, 4, 10), sock(1, 5, 11));
+    let no_host = |path: &str| format!("GET {path} HTTP/1.1\r\n\r\n").into_bytes();
+    p.on_event(open(server, true, "127.0.0.2:8080", "127.0.0.3:50000"));
+    p.on_event(data(server, 7, 100, Direction::Ingress, &no_host("/s")));
+    p.on_event(data(server, 7, 200, Direction::Egress, &response(200)));
+    p.on_event(open(client, false, "127.0.0.4:40000", "127.0.0.5:9090"));
+    p.on_event(data(client, 8, 300, Direction::Egress, &no_host("/c")));
+    p.on_event(data(client, 8, 400, Direction::Ingress, &response(200)));
+    let spans = p.ready_spans(true);
+    // The connection-derived attributes, as sorted `key=value`.
+    let addresses = |path: &str| {
+        let span = by_path(&spans, 1, path);
+        let keys = [
+            "network.peer.address",
+            "network.peer.port",
+            "client.address",
+            "server.address",
+            "server.port",
+        ];
+        let mut found: Vec<String> = keys
+            .into_iter()
+            .filter_map(|key| match span::find(&span.attributes, key)? {
+                Value::Str(s) => Some(format!("{key}={s}")),
+                Value::Int(i) => Some(format!("{key}={i}")),
+                Value::Bool(b) => Some(format!("{key}={b}")),
+            })
+            .collect();
+        found.sort();
+        found
     };
-    let mut p = Pipeline::new(config, Sampler::default());
-    p.add_process(process(1));
-    let paths = ["/a", "/b", "/c", "/d"];
-    for (i, path) in paths.iter().enumerate() {
-        let s = sock(1, 4 + i as i32, 10 + i as u64);
-        p.on_event(open(s, true, "127.0.0.1:8080", "127.0.0.1:50000"));
-        p.on_event(data(s, 7, 100, Direction::Ingress, &request(path, "")));
-        // Open, so set aside by the flush.
-        assert!(p.ready_spans(false).is_empty());
-    }
-    for i in 0..paths.len() {
-        let s = sock(1, 4 + i as i32, 10 + i as u64);
-        p.on_event(data(s, 7, 200, Direction::Egress, &response(200)));
-    }
-    let mut exported: Vec<String> = p.ready_spans(false).iter().map(path).collect();
-    exported.sort();
-    assert_eq!(exported, ["/c", "/d"]);
-    assert_eq!(p.stats().stitch.evicted, 2);
+    assert_eq!(
+        addresses("/s"),
+        [
+            "client.address=127.0.0.3",
+            "network.peer.address=127.0.0.3",
+            "network.peer.port=50000",
+            "server.address=127.0.0.2",
+            "server.port=8080",
+        ]
+    );
+    assert_eq!(
+        addresses("/c"),
+        [
+            "network.peer.address=127.0.0.5",
+            "network.peer.port=9090",
+            "server.address=127.0.0.5",
+            "server.port=9090",
+        ]
+    );
 }

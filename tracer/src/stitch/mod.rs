@@ -715,26 +715,21 @@ fn new_origin(trace_id: TraceId) -> Origin {
 /// Connection facts the protocol could not know: peer and local addresses.
 fn add_connection_attributes(attributes: &mut Vec<Attribute>, role: Role, conn: &ConnMeta) {
     let has = |attributes: &Vec<Attribute>, key: &str| span::find(attributes, key).is_some();
-    let peer_ip = conn.peer_ip.clone();
-    if let (Some(peer), Some(ip)) = (conn.peer, &peer_ip) {
+    if let (Some(peer), Some(ip)) = (conn.peer, &conn.peer_ip) {
         attributes.push(Attribute::str("network.peer.address", ip.clone()));
         attributes.push(Attribute::int("network.peer.port", peer.port() as i64));
-    }
-    let (server, server_ip) = match role {
-        Role::Server => {
-            if let Some(ip) = peer_ip
-                && !has(attributes, "client.address")
-            {
-                attributes.push(Attribute::str("client.address", ip));
-            }
-            (conn.local, None)
+        if role == Role::Server && !has(attributes, "client.address") {
+            attributes.push(Attribute::str("client.address", ip.clone()));
         }
-        Role::Client => (conn.peer, conn.peer_ip.as_ref()),
+    }
+    // A server's address is its own end; a client's is its peer, whose IP is formatted already.
+    let (server, server_ip) = match role {
+        Role::Server => (conn.local, None),
+        Role::Client => (conn.peer, conn.peer_ip.clone()),
     };
     if let Some(server) = server {
         if !has(attributes, "server.address") && !server.ip().is_unspecified() {
-            let ip = server_ip.cloned();
-            let ip = ip.unwrap_or_else(|| server.ip().to_compact_string());
+            let ip = server_ip.unwrap_or_else(|| server.ip().to_compact_string());
             attributes.push(Attribute::str("server.address", ip));
         }
         if !has(attributes, "server.port") {
