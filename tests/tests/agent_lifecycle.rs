@@ -3,7 +3,9 @@
 //!   nothing is pinned, the traced service keeps answering, and a new agent traces again;
 //! - a burst while the agent cannot read (stopped) overflows the kernel ring: the loss is
 //!   counted by cause in `tracer status` and on the metrics endpoint, and the next requests
-//!   are traced exactly.
+//!   are traced exactly;
+//! - a small ring read as usual goes round many times, and records that wrap past its end
+//!   reach the pipeline whole.
 
 use std::time::{Duration, Instant};
 
@@ -239,5 +241,60 @@ async fn a_ring_overflow_is_counted_and_visible_and_tracing_recovers() -> Result
     );
     let exit = agent.stop()?;
     ensure!(exit.success(), "agent exit status {exit}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_ring_goes_round_many_times_and_every_request_is_one_span() -> Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    ensure!(
+        is_root(),
+        "end-to-end tests load eBPF programs: run `cargo xtask test` as root"
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let receiver = OtlpReceiver::start(Protocol::Http).await?;
+    let service = Service::start(&["backend"])?;
+    let mut args = run_args(&[service.proc.pid().to_string()], &receiver);
+    args.extend(["--ring-buffer-mib".to_string(), "1".to_string()]);
+    let agent = Agent::start(&args, &[])?;
+
+    // Heads of 1-3 KiB in varied lengths, so records end at varied places: 2000 of them
+    // are more than 4 laps of the 1 MiB ring, and most laps end inside a record.
+    let client = reqwest::Client::new();
+    let requests = 2000;
+    for i in 0..requests {
+        let padding = "p".repeat(1024 + (i * 37) % 2048);
+        get(&client, &service, &format!("/lap/{i}"), &padding).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let laps = loop {
+        let mut laps: Vec<String> = receiver
+            .spans()
+            .iter()
+            .map(|s| s.path().to_string())
+            .filter(|p| p.starts_with("/lap/"))
+            .collect();
+        if laps.len() >= requests || Instant::now() > deadline {
+            laps.sort();
+            break laps;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut expected: Vec<String> = (0..requests).map(|i| format!("/lap/{i}")).collect();
+    expected.sort();
+    let metrics = agent.metrics()?;
+    ensure!(
+        laps == expected,
+        "{} spans for {requests} requests, or not one per path; metrics:\n{metrics}",
+        laps.len()
+    );
+    ensure!(
+        metric(
+            &metrics,
+            "tracer_kernel_drops_total",
+            &[("cause", "ring_full")]
+        ) == Some(0),
+        "nothing was lost to a full ring:\n{metrics}"
+    );
     Ok(())
 }

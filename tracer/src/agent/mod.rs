@@ -204,7 +204,7 @@ async fn next_pod_event(
 /// Takes up to `limit` records from the ring into the pipeline (and the recording), then
 /// acts on the process changes they carried; how many.
 fn read_ring(
-    events: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    events: &mut capture::ring::EventRing,
     agent: &mut Agent,
     mut recorder: Option<&mut capture::record::Recorder>,
     limit: usize,
@@ -212,16 +212,13 @@ fn read_ring(
     // One clock read per batch, not per record: a batch takes milliseconds, and the time
     // only measures each span's settle window (500 ms).
     let now = clock::monotonic_ns();
-    let mut n = 0;
-    while n < limit
-        && let Some(record) = events.next()
-    {
+    let n = events.read(limit, |record| {
         if let Some(recorder) = recorder.as_mut() {
-            recorder.record(&record)?;
+            recorder.record(record)?;
         }
-        agent.pipeline.on_record(&record, now);
-        n += 1;
-    }
+        agent.pipeline.on_record(record, now);
+        Ok(())
+    })?;
     agent.apply_process_changes();
     Ok(n)
 }

@@ -9,12 +9,12 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf, SockHash},
+    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, SockHash},
     programs::{CgroupAttachMode, SkMsg, SockOps, TracePoint},
 };
 use tracer_common::{Comm, Counter, ProcessInfo, SockInfo, SockKey, inject_names, names};
 
-use super::tracefs;
+use super::{ring::EventRing, tracefs};
 use tracer_ebpf::{Attach, CAPTURE_PROGRAMS};
 
 /// The compiled kernel programs (built by build.rs through aya-build).
@@ -54,7 +54,7 @@ impl Capture {
     /// Loads and attaches the programs; returns the capture handle and the event ring buffer.
     /// Traces the kernel starts (injection) are sampled when the low 56 bits of their id are
     /// below `sample_below` (`Sampler::root_threshold`).
-    pub fn load(config: CaptureConfig, sample_below: u64) -> Result<(Self, RingBuf<MapData>)> {
+    pub fn load(config: CaptureConfig, sample_below: u64) -> Result<(Self, EventRing)> {
         raise_memlock_limit();
         let agent = std::process::id();
         let fork_child = tracefs::field_offset("sched", "sched_process_fork", "child_pid")
@@ -93,7 +93,7 @@ impl Capture {
             ebpf.take_map(name)
                 .ok_or_else(|| anyhow!("map {name} missing from the object"))
         };
-        let events = RingBuf::try_from(take(&mut ebpf, names::EVENTS)?)?;
+        let events = EventRing::new(take(&mut ebpf, names::EVENTS)?)?;
         let enabled = HashMap::try_from(take(&mut ebpf, names::ENABLED_PROCESSES)?)?;
         let exe_selectors = HashMap::try_from(take(&mut ebpf, names::EXE_SELECTORS)?)?;
         let watch = Array::try_from(take(&mut ebpf, names::WATCH)?)?;

@@ -6,6 +6,7 @@ pub mod discover;
 pub mod events;
 pub mod loader;
 pub mod record;
+pub mod ring;
 mod tracefs;
 
 use std::path::Path;
