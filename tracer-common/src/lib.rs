@@ -32,6 +32,7 @@ pub mod names {
     pub const EXE_SELECTORS: &str = "EXE_SELECTORS";
     pub const WATCH: &str = "WATCH";
     pub const FRAME_WALKS: &str = "FRAME_WALKS";
+    pub const PID_MARKS: &str = "PID_MARKS";
     pub const GLOBAL_CAPTURE_BYTES: &str = "CAPTURE_BYTES";
     pub const GLOBAL_AGENT_TGID: &str = "AGENT_TGID";
     pub const GLOBAL_FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
@@ -348,6 +349,10 @@ pub const SOCK_FLAG_LOST: u32 = 2;
 pub const SOCK_FLAG_HTTP2: u32 = 4;
 /// The socket came from accept(): the traced process is its server.
 pub const SOCK_FLAG_ACCEPTED: u32 = 8;
+
+/// Pids per element of the `PID_MARKS` array: one byte each, so that the kernel and the
+/// agent write their own bytes without a read-modify-write (no atomic OR on the BPF target).
+pub const PIDS_PER_MARK_ELEMENT: u32 = 8;
 
 /// Value of the `ENABLED_PROCESSES` map (key: tgid).
 #[repr(C)]

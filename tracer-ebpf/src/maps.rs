@@ -1,11 +1,13 @@
 //! Maps and load-time globals of the capture object.
 
+use aya_ebpf::bindings::BPF_F_MMAPABLE;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    Comm, Counter, DataEvent, MAX_CAPTURE_BYTES, ProcessInfo, SOCKADDR_BYTES, SockInfo, SockKey,
+    Comm, Counter, DataEvent, MAX_CAPTURE_BYTES, PIDS_PER_MARK_ELEMENT, ProcessInfo,
+    SOCKADDR_BYTES, SockInfo, SockKey,
 };
 
 /// Payload bytes captured per syscall; set by the agent at load time (at most
@@ -50,6 +52,16 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 /// Processes (tgid) the agent enabled.
 #[map(name = "ENABLED_PROCESSES")]
 pub static ENABLED_PROCESSES: HashMap<u32, ProcessInfo> = HashMap::with_max_entries(8192, 0);
+
+/// One byte per pid, non-zero when the pid may be in `ENABLED_PROCESSES`: every syscall
+/// entry on the host asks, and an array read costs a few ns where the hash lookup cost about
+/// 90. A stale mark only costs that lookup; a missing one would lose a process, so a mark is
+/// set before its entry is inserted. Bytes, not bits: the kernel (fork, exec, exit) and the
+/// agent (which writes through a mapping of one page) store whole bytes, so neither can undo
+/// the other's write. The agent sizes it from pid_max; pids beyond it take the lookup.
+#[map(name = "PID_MARKS")]
+pub static PID_MARKS: Array<[u8; PIDS_PER_MARK_ELEMENT as usize]> =
+    Array::with_max_entries(32768 / PIDS_PER_MARK_ELEMENT, BPF_F_MMAPABLE);
 
 /// Process names (comm) that enable a process at exec: the exe selectors' names.
 #[map(name = "EXE_SELECTORS")]
@@ -222,5 +234,22 @@ pub fn add(counter: Counter, n: u64) {
 /// Whether `tgid` is traced.
 #[inline(always)]
 pub fn is_enabled(tgid: u32) -> bool {
-    tgid != agent_tgid() && ENABLED_PROCESSES.get_ptr(tgid).is_some()
+    tgid != agent_tgid() && may_be_enabled(tgid) && ENABLED_PROCESSES.get_ptr(tgid).is_some()
+}
+
+/// False only when `pid` is surely not in `ENABLED_PROCESSES` (see `PID_MARKS`).
+#[inline(always)]
+pub fn may_be_enabled(pid: u32) -> bool {
+    match PID_MARKS.get(pid / PIDS_PER_MARK_ELEMENT) {
+        Some(marks) => marks[(pid % PIDS_PER_MARK_ELEMENT) as usize] != 0,
+        None => true,
+    }
+}
+
+/// Sets or clears `pid`'s mark (a pid beyond the array has none).
+#[inline(always)]
+pub fn set_mark(pid: u32, on: bool) {
+    if let Some(marks) = PID_MARKS.get_ptr_mut(pid / PIDS_PER_MARK_ELEMENT) {
+        unsafe { (*marks)[(pid % PIDS_PER_MARK_ELEMENT) as usize] = on as u8 };
+    }
 }

@@ -16,7 +16,7 @@ use crate::{
     data::arg,
     maps::{
         ENABLED_PROCESSES, EVENTS, EXE_SELECTORS, agent_tgid, count, fork_child_pid_offset,
-        is_enabled, watching,
+        is_enabled, may_be_enabled, set_mark, watching,
     },
     sockets::emit_header,
 };
@@ -84,11 +84,19 @@ pub fn listen(ctx: &TracePointContext) {
 pub fn exit() {
     let id = unsafe { bpf_get_current_pid_tgid() };
     let tid = id as u32;
-    if !is_enabled(tid) {
+    if !may_be_enabled(tid) {
         return;
     }
+    let enabled = is_enabled(tid);
     // Stop capture now; the agent frees this process's SOCKETS entries when it reads the event.
-    let _ = ENABLED_PROCESSES.remove(tid);
+    // The mark goes after the entry (and also when the agent had removed the entry already).
+    if enabled {
+        let _ = ENABLED_PROCESSES.remove(tid);
+    }
+    set_mark(tid, false);
+    if !enabled {
+        return;
+    }
     // Reported as the exit of process `tid`, whichever it was.
     emit_header(
         EventKind::ProcessExit,
@@ -100,6 +108,7 @@ pub fn exit() {
 
 #[inline(always)]
 fn enable(tgid: u32, flags: u32) -> bool {
+    set_mark(tgid, true);
     if ENABLED_PROCESSES
         .insert(tgid, ProcessInfo { flags }, 0)
         .is_err()

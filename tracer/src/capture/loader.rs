@@ -14,7 +14,7 @@ use aya::{
 };
 use tracer_common::{Comm, Counter, ProcessInfo, SockInfo, SockKey, inject_names, names};
 
-use super::{ring::EventRing, tracefs};
+use super::{marks::PidMarks, ring::EventRing, tracefs};
 use tracer_ebpf::{Attach, CAPTURE_PROGRAMS};
 
 /// The compiled kernel programs (built by build.rs through aya-build).
@@ -38,6 +38,7 @@ pub struct Capture {
     /// Owns programs and links: dropping it detaches everything.
     _ebpf: Ebpf,
     enabled: HashMap<MapData, u32, ProcessInfo>,
+    pid_marks: PidMarks,
     exe_selectors: HashMap<MapData, Comm, u32>,
     watch: Array<MapData, u32>,
     /// HTTP/2 frame-walk state per socket (values opaque here: only freed).
@@ -67,6 +68,7 @@ impl Capture {
             .override_global(inject_names::GLOBAL_INJECT, &inject, true)
             .override_global(inject_names::GLOBAL_SAMPLE_BELOW, &sample_below, true)
             .map_max_entries(names::EVENTS, config.ring_bytes)
+            .map_max_entries(names::PID_MARKS, PidMarks::elements())
             .load(OBJECT)
             .context("loading the capture object into the kernel")?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -95,6 +97,7 @@ impl Capture {
         };
         let events = EventRing::new(take(&mut ebpf, names::EVENTS)?)?;
         let enabled = HashMap::try_from(take(&mut ebpf, names::ENABLED_PROCESSES)?)?;
+        let pid_marks = PidMarks::new(take(&mut ebpf, names::PID_MARKS)?)?;
         let exe_selectors = HashMap::try_from(take(&mut ebpf, names::EXE_SELECTORS)?)?;
         let watch = Array::try_from(take(&mut ebpf, names::WATCH)?)?;
         let frame_walks = HashMap::try_from(take(&mut ebpf, names::FRAME_WALKS)?)?;
@@ -109,6 +112,7 @@ impl Capture {
             Self {
                 _ebpf: ebpf,
                 enabled,
+                pid_marks,
                 exe_selectors,
                 watch,
                 frame_walks,
@@ -123,6 +127,7 @@ impl Capture {
 
     /// Starts capture for `tgid`.
     pub fn enable(&mut self, tgid: u32) -> Result<()> {
+        self.pid_marks.mark(tgid)?;
         self.enabled
             .insert(tgid, ProcessInfo { flags: 0 }, 0)
             .with_context(|| format!("enabling capture for pid {tgid}"))
