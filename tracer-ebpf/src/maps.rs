@@ -54,11 +54,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 pub static ENABLED_PROCESSES: HashMap<u32, ProcessInfo> = HashMap::with_max_entries(8192, 0);
 
 /// One byte per pid, non-zero when the pid may be in `ENABLED_PROCESSES`: every syscall
-/// entry on the host asks, and an array read costs a few ns where the hash lookup cost about
-/// 90. A stale mark only costs that lookup; a missing one would lose a process, so a mark is
-/// set before its entry is inserted. Bytes, not bits: the kernel (fork, exec, exit) and the
-/// agent (which writes through a mapping of one page) store whole bytes, so neither can undo
-/// the other's write. The agent sizes it from pid_max; pids beyond it take the lookup.
+/// entry on the host asks, and the hash lookup was about 30 of the 110 ns an untraced entry
+/// took (BENCHMARKS.md, section 8). A stale mark only costs that lookup; a missing one
+/// would lose a process, so a mark is set before its entry is inserted. Bytes, not bits:
+/// the kernel (fork, exec, exit) and the agent (which writes through a mapping of one page)
+/// store whole bytes, so neither can undo the other's write. The agent sizes it from
+/// pid_max; pids beyond it take the lookup.
 #[map(name = "PID_MARKS")]
 pub static PID_MARKS: Array<[u8; PIDS_PER_MARK_ELEMENT as usize]> =
     Array::with_max_entries(32768 / PIDS_PER_MARK_ELEMENT, BPF_F_MMAPABLE);

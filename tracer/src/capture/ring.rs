@@ -4,7 +4,7 @@
 //! pages twice in a row so that a record wrapping past the end reads as one slice, and the
 //! kernel populates every page of a ring mapping at mmap time. At the default 4 MiB ring
 //! that second copy was 4 MiB of the agent's resident memory. This consumer maps the data
-//! once and copies the rare record that wraps (one in several thousand) into a buffer.
+//! once and copies the rare record that wraps (at most one per lap of the ring) into a buffer.
 //!
 //! The protocol is the kernel's (kernel/bpf/ringbuf.c), as libbpf's `ringbuf_process_ring`
 //! follows it: each record starts on an 8-byte boundary with an 8-byte header whose first
