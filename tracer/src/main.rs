@@ -138,3 +138,19 @@ fn run(args: RunArgs) -> Result<()> {
         .build()?
         .block_on(agent::run(options))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The init-array entry survived linking and ran before this test's runtime started.
+    #[test]
+    fn the_allocator_commits_its_arena_on_demand() {
+        if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_some() {
+            return; // the operator's choice wins, by design
+        }
+        // SAFETY: reading an option has no preconditions.
+        let value = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT) };
+        assert_eq!(value, 0);
+    }
+}
