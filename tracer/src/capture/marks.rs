@@ -13,6 +13,8 @@ use anyhow::{Context, Result, bail};
 use aya::maps::{Map, MapData};
 use tracer_common::PIDS_PER_MARK_ELEMENT;
 
+use super::mapping::{Mapping, page_size};
+
 /// pid_max when /proc does not say: the largest the kernel allows on 64-bit.
 const PID_MAX_LIMIT: u32 = 4 << 20;
 
@@ -51,29 +53,15 @@ impl PidMarks {
         if pid >= self.pids {
             return Ok(());
         }
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let page = page_size();
         let offset = pid as usize / page * page;
         let fd = self.map.fd().as_fd().as_raw_fd();
-        // SAFETY: a fresh shared mapping of one page of the array, which the kernel bounds
-        // (the array's bytes start at offset 0 of a BPF_F_MMAPABLE map's mapping); it is
-        // unmapped below and no reference to it escapes.
-        unsafe {
-            let ptr = libc::mmap(
-                std::ptr::null_mut(),
-                page,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                offset as libc::off_t,
-            );
-            if ptr == libc::MAP_FAILED {
-                return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("mapping the pid marks of pid {pid}"));
-            }
-            std::ptr::write_volatile(ptr.cast::<u8>().add(pid as usize - offset), 1);
-            libc::munmap(ptr, page);
-        }
+        // The array's bytes start at offset 0 of a BPF_F_MMAPABLE map's mapping; the kernel
+        // bounds the page. Unmapped when `mapping` drops.
+        let mapping = Mapping::new(fd, page, libc::PROT_READ | libc::PROT_WRITE, offset)
+            .with_context(|| format!("mapping the pid marks of pid {pid}"))?;
+        // SAFETY: `pid - offset` < the page's length, and the mapping is alive.
+        unsafe { std::ptr::write_volatile(mapping.ptr.as_ptr().add(pid as usize - offset), 1) };
         Ok(())
     }
 }

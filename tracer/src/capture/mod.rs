@@ -5,6 +5,7 @@
 pub mod discover;
 pub mod events;
 pub mod loader;
+mod mapping;
 mod marks;
 pub mod record;
 pub mod ring;

@@ -14,12 +14,13 @@
 
 use std::{
     os::fd::{AsFd, AsRawFd, RawFd},
-    ptr::NonNull,
     sync::atomic::{AtomicU32, AtomicUsize, Ordering, fence},
 };
 
 use anyhow::{Context, Result, ensure};
 use aya::maps::{Map, MapData};
+
+use super::mapping::{Mapping, page_size};
 
 const BUSY_BIT: u32 = 1 << 31;
 const DISCARD_BIT: u32 = 1 << 30;
@@ -41,8 +42,7 @@ impl EventRing {
             anyhow::bail!("the events map is not a ring buffer");
         };
         let data_bytes = map.info()?.max_entries() as usize;
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let page = page_size();
         ensure!(
             data_bytes.is_power_of_two() && data_bytes >= page,
             "ring buffer size {data_bytes} is not a power of two of pages"
@@ -187,40 +187,6 @@ impl Reader {
 impl AsRawFd for EventRing {
     fn as_raw_fd(&self) -> RawFd {
         self.map.fd().as_fd().as_raw_fd()
-    }
-}
-
-/// A shared mapping of the ring's pages, unmapped on drop.
-struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(fd: RawFd, len: usize, prot: libc::c_int, offset: usize) -> std::io::Result<Self> {
-        // SAFETY: a fresh shared mapping of the map's fd; the kernel checks length and offset.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot,
-                libc::MAP_SHARED,
-                fd,
-                offset as libc::off_t,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(ptr.cast()).ok_or_else(std::io::Error::last_os_error)?;
-        Ok(Self { ptr, len })
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: this mapping was made by mmap with this length and is not used after.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
 
