@@ -324,12 +324,25 @@ mod tests {
     }
 
     #[test]
-    fn an_error_from_the_consumer_stops_the_read() {
+    fn an_error_from_the_consumer_stops_the_read_before_that_record() {
         let mut ring = Producer::new(4096, 0);
         let mut reader = ring.reader();
         ring.push(b"a", 0);
         ring.push(b"b", 0);
-        let err = reader.read(10, |_| anyhow::bail!("disk full")).unwrap_err();
+        let mut offered = 0;
+        let err = reader
+            .read(10, |_| {
+                offered += 1;
+                anyhow::bail!("disk full")
+            })
+            .unwrap_err();
         assert_eq!(err.to_string(), "disk full");
+        assert_eq!(offered, 1, "nothing is offered after the error");
+        // The failed record was not consumed: it comes again, then the next.
+        assert_eq!(ring.consumer_pos.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            read_all(&mut reader, 10),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
     }
 }
