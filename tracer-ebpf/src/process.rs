@@ -87,7 +87,8 @@ pub fn exit() {
     if !may_be_enabled(tid) {
         return;
     }
-    let enabled = is_enabled(tid);
+    // is_enabled without its mark check, done just above.
+    let enabled = tid != agent_tgid() && ENABLED_PROCESSES.get_ptr(tid).is_some();
     // Stop capture now; the agent frees this process's SOCKETS entries when it reads the event.
     // The mark goes after the entry (and also when the agent had removed the entry already).
     if enabled {
