@@ -370,6 +370,18 @@ pub fn curl(url: &str, extra: &[&str]) -> Result<u16> {
         })
 }
 
+/// What every end-to-end test needs first: root, since they load eBPF programs, and a TLS
+/// crypto provider for the HTTP clients they build. reqwest panics without a provider, and
+/// installing it in one test of a file works only when that test happens to run first.
+pub fn e2e_preconditions() -> Result<()> {
+    anyhow::ensure!(
+        is_root(),
+        "end-to-end tests load eBPF programs: run `cargo xtask test` as root"
+    );
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    Ok(())
+}
+
 pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")

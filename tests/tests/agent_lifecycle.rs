@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use tracer_e2e::{
     OtlpReceiver, Protocol,
-    harness::{Agent, Service, free_port, is_root, run_args},
+    harness::{Agent, Service, e2e_preconditions, free_port, run_args},
     keep_alive::KeepAlive,
     observe::{KernelObjects, metric, scrape},
 };
@@ -62,11 +62,7 @@ fn pinned() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_leaves_nothing_in_the_kernel_and_a_new_agent_traces_again() -> Result<()> {
     let _serial = ONE_AT_A_TIME.lock().await;
-    ensure!(
-        is_root(),
-        "end-to-end tests load eBPF programs: run `cargo xtask test` as root"
-    );
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    e2e_preconditions()?;
     let receiver = OtlpReceiver::start(Protocol::Grpc).await?;
     let service = Service::start(&["backend"])?;
     let args = run_args(&[service.proc.pid().to_string()], &receiver);
@@ -135,11 +131,7 @@ async fn sigkill_leaves_nothing_in_the_kernel_and_a_new_agent_traces_again() -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ring_overflow_is_counted_and_visible_and_tracing_recovers() -> Result<()> {
     let _serial = ONE_AT_A_TIME.lock().await;
-    ensure!(
-        is_root(),
-        "end-to-end tests load eBPF programs: run `cargo xtask test` as root"
-    );
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    e2e_preconditions()?;
     let receiver = OtlpReceiver::start(Protocol::Http).await?;
     let service = Service::start(&["backend"])?;
     let client = reqwest::Client::new();
@@ -247,11 +239,7 @@ async fn a_ring_overflow_is_counted_and_visible_and_tracing_recovers() -> Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_ring_goes_round_many_times_and_every_request_is_one_span() -> Result<()> {
     let _serial = ONE_AT_A_TIME.lock().await;
-    ensure!(
-        is_root(),
-        "end-to-end tests load eBPF programs: run `cargo xtask test` as root"
-    );
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    e2e_preconditions()?;
     let receiver = OtlpReceiver::start(Protocol::Http).await?;
     let service = Service::start(&["backend"])?;
     let mut args = run_args(&[service.proc.pid().to_string()], &receiver);

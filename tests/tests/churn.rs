@@ -16,7 +16,7 @@ use std::{
 use anyhow::{Context, Result, ensure};
 use tracer_e2e::{
     OtlpReceiver, Protocol, ReceivedSpan,
-    harness::{Agent, Proc, Service, is_root, root, run_args},
+    harness::{Agent, Proc, Service, e2e_preconditions, root, run_args},
     observe::{memory_kib, metric},
 };
 
@@ -28,10 +28,7 @@ const STATUS_ERROR: i32 = 2;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_lived_processes_and_connections_leave_no_residue() -> Result<()> {
-    ensure!(
-        is_root(),
-        "end-to-end tests load eBPF programs: run `cargo xtask test` as root"
-    );
+    e2e_preconditions()?;
     let script = root().join("tests/fixtures/churn.py");
     let receiver = OtlpReceiver::start(Protocol::Grpc).await?;
     let server = Service::start_script(&script, &["server"])?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use tracer_e2e::{
     Failure, OtlpReceiver, Protocol,
-    harness::{Agent, Service, free_port, is_root, run_args},
+    harness::{Agent, Service, e2e_preconditions, free_port, run_args},
     observe::{memory_kib, metric, scrape},
 };
 
@@ -125,11 +125,7 @@ async fn until(agent: &Agent, what: &str, done: impl Fn(&Counts) -> bool) -> Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collector_faults_never_stop_capture_and_every_span_is_accounted_for() -> Result<()> {
-    ensure!(
-        is_root(),
-        "end-to-end tests load eBPF programs: run `cargo xtask test` as root"
-    );
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    e2e_preconditions()?;
     let receiver = OtlpReceiver::start(Protocol::Http).await?;
     let service = Service::start(&["backend"])?;
     let metrics_addr = format!("127.0.0.1:{}", free_port()?);

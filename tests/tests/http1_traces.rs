@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use tracer_e2e::{
     AttrValue, OtlpReceiver, Protocol, ReceivedSpan,
-    harness::{Agent, Service, curl, is_root, run_args},
+    harness::{Agent, Service, curl, e2e_preconditions, run_args},
 };
 
 const SERVER: i32 = 2;
@@ -194,10 +194,7 @@ fn check_tree(
 }
 
 async fn traces_whole_trees(protocol: Protocol) -> Result<()> {
-    ensure!(
-        is_root(),
-        "end-to-end tests load eBPF programs: run `cargo xtask test` as root"
-    );
+    e2e_preconditions()?;
     let receiver = OtlpReceiver::start(protocol).await?;
     let pairs = start_pairs()?;
     let mut targets = Vec::new();

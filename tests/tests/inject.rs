@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context, Result, ensure};
 use tracer_e2e::{
     OtlpReceiver, Protocol, ReceivedSpan,
-    harness::{Agent, Service, TempDir, is_root, root, run_args},
+    harness::{Agent, Service, TempDir, e2e_preconditions, root, run_args},
     observe::metric,
 };
 
@@ -148,10 +148,7 @@ fn injection_programs() -> Vec<u32> {
 }
 
 async fn injects_and_leaves_nothing_behind(protocol: Protocol) -> Result<()> {
-    ensure!(
-        is_root(),
-        "end-to-end tests load eBPF programs: run `cargo xtask test` as root"
-    );
+    e2e_preconditions()?;
     let receiver = OtlpReceiver::start(protocol).await?;
     let dir = TempDir::new("inject")?;
     let untraced = start_pair(&dir, "untraced")?;
@@ -175,8 +172,7 @@ async fn injects_and_leaves_nothing_behind(protocol: Protocol) -> Result<()> {
     );
 
     // One keep-alive client: each relay serves all of it on one thread, one pooled backend
-    // connection. (Plain HTTP, but reqwest wants a TLS provider chosen.)
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // connection. (Plain HTTP, but reqwest wants the TLS provider e2e_preconditions chose.)
     let client = reqwest::Client::new();
     for i in 0..FRESH {
         relay(&client, &untraced, i, None).await?;
