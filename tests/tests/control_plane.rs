@@ -18,6 +18,7 @@ use tracer_e2e::{
         Agent, Proc, Service, TempDir, agent_binary, curl, free_port, is_root, port_from, root,
         run_args,
     },
+    keep_alive::KeepAlive,
 };
 
 fn services_script() -> String {
@@ -25,6 +26,16 @@ fn services_script() -> String {
         .join("tests/fixtures/http_services.py")
         .display()
         .to_string()
+}
+
+/// The kernel's count of data events so far, from `tracer status --json`.
+fn data_events(agent: &Agent) -> Result<u64> {
+    let json: serde_json::Value = serde_json::from_str(&agent.cli_ok(&["status", "--json"])?)?;
+    json["agent"]["kernel"]
+        .as_array()
+        .and_then(|counters| counters.iter().find(|c| c[0] == "data_events"))
+        .and_then(|c| c[1].as_u64())
+        .with_context(|| format!("no data_events counter: {json}"))
 }
 
 /// An idle agent (no selector) exporting to `receiver`.
@@ -59,7 +70,9 @@ async fn enable_by_pid_status_and_disable() -> Result<()> {
         "{out}"
     );
 
-    ensure!(curl(&backend.url("/inventory/1"), &[])? == 200);
+    // Kept open across the disable below: its socket entry is the kernel's.
+    let mut kept = KeepAlive::connect(("127.0.0.1", backend.port))?;
+    ensure!(kept.get("/inventory/1")?);
     let spans = receiver.wait_for_spans(1, Duration::from_secs(15)).await?;
     ensure!(spans[0].service_name == "inventory", "{:#?}", spans[0]);
     ensure!(spans[0].pid() == pid as i64);
@@ -84,11 +97,24 @@ async fn enable_by_pid_status_and_disable() -> Result<()> {
 
     let out = agent.cli_ok(&["disable", "--pid", &pid.to_string()])?;
     ensure!(out.contains("stopped tracing pid"), "{out}");
-    ensure!(curl(&backend.url("/inventory/2"), &[])? == 200);
+    // The server may be inside a read it began while traced: this request ends it, and that
+    // read's exit still reports.
+    ensure!(kept.get("/inventory/2")?);
+    let data_events_after_disable = data_events(&agent)?;
+    ensure!(curl(&backend.url("/inventory/3"), &[])? == 200);
+    ensure!(kept.get("/inventory/4")?);
     // Longer than the settle window and the export delay together.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let spans = receiver.spans();
     ensure!(spans.len() == 1, "no span after disable: {spans:#?}");
+    // Nor any capture: the kernel takes a socket's entry as the sign that its process is
+    // traced, so disabling must have removed the backend's entries.
+    let data_events_now = data_events(&agent)?;
+    ensure!(
+        data_events_now == data_events_after_disable,
+        "the kernel still captured after disable: data events {data_events_after_disable} -> \
+         {data_events_now}"
+    );
     let status = agent.cli_ok(&["status"])?;
     ensure!(status.contains("no process is traced"), "{status}");
     Ok(())

@@ -15,7 +15,7 @@ use tracer_common::{
 };
 
 use crate::maps::{
-    EVENTS, InFlight, Layout, SCRATCH, SOCKETS, Scratch, capture_bytes, count, is_enabled,
+    EVENTS, InFlight, Layout, SCRATCH, SOCKETS, Scratch, capture_bytes, count, may_trace,
     start_call, take_call,
 };
 use crate::{http2, inject};
@@ -51,7 +51,11 @@ pub fn ret(ctx: &TracePointContext) -> i64 {
 pub fn enter(ctx: &TracePointContext, syscall: Syscall, layout: Layout, flags_arg: Option<usize>) {
     let id = unsafe { bpf_get_current_pid_tgid() };
     let tgid = (id >> 32) as u32;
-    if !is_enabled(tgid) {
+    // The socket's entry is the gate, without `ENABLED_PROCESSES`' lookup (a fifth of a
+    // traced entry's cost): entries are made only for enabled processes, and every removal of
+    // a process that may own some removes them too (the agent's `disable`). Untraced
+    // processes stop at their mark.
+    if !may_trace(tgid) {
         return;
     }
     let fd = arg(ctx, 0) as i32;

@@ -235,7 +235,14 @@ pub fn add(counter: Counter, n: u64) {
 /// Whether `tgid` is traced.
 #[inline(always)]
 pub fn is_enabled(tgid: u32) -> bool {
-    tgid != agent_tgid() && may_be_enabled(tgid) && ENABLED_PROCESSES.get_ptr(tgid).is_some()
+    may_trace(tgid) && ENABLED_PROCESSES.get_ptr(tgid).is_some()
+}
+
+/// False when `tgid` is surely not traced: a pid without its mark (the test that stops
+/// untraced processes, so it goes first), or the agent.
+#[inline(always)]
+pub fn may_trace(tgid: u32) -> bool {
+    may_be_enabled(tgid) && tgid != agent_tgid()
 }
 
 /// False only when `pid` is surely not in `ENABLED_PROCESSES` (see `PID_MARKS`).

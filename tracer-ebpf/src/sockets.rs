@@ -17,8 +17,8 @@ use crate::{
     data::{arg, read_user_u32, ret},
     http2::FRAME_WALKS,
     maps::{
-        CONNECT_HANDOFF, EVENTS, InFlight, Layout, SOCKETS, count, is_enabled, start_call,
-        take_call,
+        CONNECT_HANDOFF, EVENTS, InFlight, Layout, SOCKETS, count, is_enabled, may_trace,
+        start_call, take_call,
     },
 };
 
@@ -212,7 +212,8 @@ pub fn record_connect(ctx: &SockOpsContext) {
 pub fn close(ctx: &TracePointContext) {
     let id = unsafe { bpf_get_current_pid_tgid() };
     let tgid = (id >> 32) as u32;
-    if !is_enabled(tgid) {
+    // The socket's entry is the gate, as for data syscalls (`data::enter`).
+    if !may_trace(tgid) {
         return;
     }
     let fd = arg(ctx, 0) as i32;

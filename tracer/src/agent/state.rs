@@ -368,8 +368,9 @@ impl Agent {
 
     fn forked(&mut self, parent: u32, child: u32) {
         let Some(p) = self.traced.get(&parent) else {
-            // No longer traced (disabled meanwhile): neither is the child.
-            self.capture.unmark(child);
+            // No longer traced (disabled meanwhile): neither is the child, nor any socket it
+            // opened since the fork.
+            self.capture.disable(child);
             self.pipeline.remove_process(child);
             return;
         };
@@ -378,7 +379,7 @@ impl Agent {
         let alive = match selectors::child_kind(child) {
             ChildKind::Thread => {
                 // The kernel's entry for it is not a process.
-                self.capture.unmark(child);
+                self.capture.unmark_thread(child);
                 self.pipeline.remove_process(child);
                 return;
             }
@@ -457,8 +458,9 @@ impl Agent {
                 }
             }
             None if exe_match => {
-                // The kernel matched a process name no selector confirms (a stale entry).
-                self.capture.unmark(tgid);
+                // The kernel matched a process name no selector confirms (a stale entry); it
+                // may have opened sockets since its exec.
+                self.capture.disable(tgid);
                 self.pipeline.remove_process(tgid);
             }
             None => {}

@@ -133,11 +133,13 @@ impl Capture {
             .with_context(|| format!("enabling capture for pid {tgid}"))
     }
 
-    /// Removes `tgid` from the enabled processes only: for entries the kernel made that are
-    /// not processes (a thread seen at fork) or that no selector confirms. No socket can exist
-    /// for them, so no socket scan.
-    pub fn unmark(&mut self, tgid: u32) {
-        let _ = self.enabled.remove(&tgid);
+    /// Removes `tgid` from the enabled processes only: for an entry the kernel made at fork
+    /// for a thread. Sockets are keyed by process, so none can be keyed by the thread's id:
+    /// no socket scan (threads come and go by the thousand). Anything that may own sockets
+    /// goes through [`Capture::disable`]: the kernel's data programs take a socket's entry
+    /// as the sign that its process is traced.
+    pub fn unmark_thread(&mut self, tid: u32) {
+        let _ = self.enabled.remove(&tid);
     }
 
     /// Stops capture for `tgid` and forgets its sockets.
