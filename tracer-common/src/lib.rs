@@ -466,6 +466,8 @@ impl Counter {
 const _: () = assert!(size_of::<EventHeader>() == 32);
 const _: () = assert!(size_of::<DataEvent>() == 96);
 const _: () = assert!(size_of::<TraceIds>() == 40);
+// The kernel zeroes a data event's ids in 8-byte words.
+const _: () = assert!(core::mem::offset_of!(DataEvent, ids) % 8 == 0);
 const _: () = assert!(size_of::<ConnEvent>() == 104);
 const _: () = assert!(size_of::<SockKey>() == 8);
 const _: () = assert!(size_of::<SockInfo>() == 16);

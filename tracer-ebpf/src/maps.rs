@@ -106,7 +106,20 @@ pub fn start_call(id: u64, call: InFlight) {
         if (*slot).id != 0 && (*slot).id != id {
             count(Counter::ArgsMapFull);
         }
-        *slot = InFlight { id, ..call };
+        // Field by field, `_pad` left out: a whole-struct store zeroes it through a call of
+        // the BPF target's memset, a byte loop. The map created it zero, and nothing writes it.
+        let slot = &mut *slot;
+        slot.id = id;
+        slot.ts_enter = call.ts_enter;
+        slot.conn_gen = call.conn_gen;
+        slot.ptr = call.ptr;
+        slot.len = call.len;
+        slot.fd = call.fd;
+        slot.syscall = call.syscall;
+        slot.layout = call.layout;
+        slot.lost = call.lost;
+        slot.http2 = call.http2;
+        slot.accepted = call.accepted;
     }
 }
 
