@@ -15,8 +15,8 @@ use tracer_common::{
 };
 
 use crate::maps::{
-    EVENTS, InFlight, Layout, SCRATCH, SOCKETS, Scratch, capture_bytes, count, may_trace,
-    start_call, take_call,
+    EVENTS, InFlight, Layout, SCRATCH, SOCKETS, Scratch, capture_bytes, count, may_be_enabled,
+    may_trace, start_call, take_call,
 };
 use crate::{http2, inject};
 
@@ -96,6 +96,12 @@ pub fn enter(ctx: &TracePointContext, syscall: Syscall, layout: Layout, flags_ar
 #[inline(always)]
 pub fn exit(ctx: &TracePointContext, layout: Layout) {
     let id = unsafe { bpf_get_current_pid_tgid() };
+    // The mark first: the enter just read the same byte, so it is in the cache, where the
+    // thread's `IN_FLIGHT` slot (in a 1.8 MB array) often is not. Untraced processes stop
+    // here. A mark only goes away at the process's exit, after its last syscall.
+    if !may_be_enabled((id >> 32) as u32) {
+        return;
+    }
     let Some(call) = take_call(id) else {
         return;
     };
