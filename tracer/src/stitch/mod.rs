@@ -16,6 +16,7 @@
 //! window has passed since it (and its ancestors) started.
 
 mod peers;
+mod pending;
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
@@ -36,6 +37,7 @@ use crate::{
     },
 };
 use peers::{Peers, Seen};
+use pending::PendingSpans;
 
 /// A span's identity: its connection and its request's id on that connection.
 pub type SpanKey = (SocketId, u64);
@@ -146,7 +148,7 @@ const MAX_PARENT_DEPTH: usize = 64;
 
 pub struct Stitcher {
     config: StitchConfig,
-    pending: HashMap<SpanKey, Pending>,
+    pending: PendingSpans<Pending>,
     /// Keys of pending spans in the order they were seen (so by `seen_ns`): a flush looks only
     /// at those whose settle window has passed. Keys of spans gone since are skipped.
     by_arrival: VecDeque<SpanKey>,
@@ -177,7 +179,7 @@ impl Stitcher {
     pub fn new(config: StitchConfig) -> Self {
         Self {
             config,
-            pending: HashMap::new(),
+            pending: PendingSpans::new(),
             by_arrival: VecDeque::new(),
             overdue: VecDeque::new(),
             in_flight: HashMap::new(),
