@@ -1,7 +1,9 @@
 //! Spans → OTLP protobuf messages: one `Resource` per traced process.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+// Keys are pids and start times: a fast hash.
+use foldhash::{HashMap, HashMapExt};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
@@ -108,12 +110,19 @@ pub fn group_by_process(spans: &[Arc<Span>]) -> Vec<(&ProcessMeta, Vec<&Span>)> 
     // A process incarnation is (pid, start time): two Arcs of the same process share a Resource.
     let mut index: HashMap<(u32, u64), usize> = HashMap::new();
     let mut groups: Vec<(&ProcessMeta, Vec<&Span>)> = Vec::new();
+    // Spans of one process tend to come in runs: those skip the lookup.
+    let mut last: Option<((u32, u64), usize)> = None;
     for span in spans {
         let p = &*span.process;
-        let i = *index.entry((p.pid, p.start_ticks)).or_insert_with(|| {
-            groups.push((p, Vec::new()));
-            groups.len() - 1
-        });
+        let id = (p.pid, p.start_ticks);
+        let i = match last {
+            Some((last_id, i)) if last_id == id => i,
+            _ => *index.entry(id).or_insert_with(|| {
+                groups.push((p, Vec::new()));
+                groups.len() - 1
+            }),
+        };
+        last = Some((id, i));
         groups[i].1.push(span);
     }
     groups

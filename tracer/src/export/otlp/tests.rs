@@ -244,3 +244,34 @@ fn spans_are_grouped_by_process_and_converted() {
         Some(&any_value::Value::BoolValue(true))
     );
 }
+
+#[test]
+fn spans_are_grouped_by_process_in_order_of_first_appearance() {
+    let (a, b, c) = (process(1, "a"), process(2, "b"), process(3, "c"));
+    // A restarted process (same pid, another start time) is another group.
+    let mut a_again = (*a).clone();
+    a_again.start_ticks += 1;
+    let a_again = Arc::new(a_again);
+    let order = [&a, &a, &b, &a, &c, &b, &b, &a_again, &a];
+    let spans: Vec<Arc<Span>> = order
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Arc::new(span(p, 1, i as u8, None, "GET", 0, 1)))
+        .collect();
+    let groups: Vec<(u32, u64, Vec<u8>)> = group_by_process(&spans)
+        .into_iter()
+        .map(|(p, spans)| {
+            let ids = spans.iter().map(|s| s.span_id[0]).collect();
+            (p.pid, p.start_ticks, ids)
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        vec![
+            (1, a.start_ticks, vec![0, 1, 3, 8]),
+            (2, b.start_ticks, vec![2, 5, 6]),
+            (3, c.start_ticks, vec![4]),
+            (1, a_again.start_ticks, vec![7]),
+        ]
+    );
+}
