@@ -188,19 +188,26 @@ async fn vectored_reads_and_writes_with_bodies_past_the_capture() -> Result<()> 
         "-o",
         "/dev/null",
         &server.url("/w/5"),
+        "--next",
+        "-s",
+        "-w",
+        "%{http_code} %{size_download} %{num_connects}\\n",
+        "-o",
+        "/dev/null",
+        &server.url("/h/6"),
     ])?;
     ensure!(
-        out == "200 20480 1\n200 20480 0\n200 20480 0\n200 5 0\n200 20480 0\n",
+        out == "200 20480 1\n200 20480 0\n200 20480 0\n200 5 0\n200 20480 0\n201 2 0\n",
         "one connection, all answered: {out}"
     );
     let spans = receiver
-        .wait_for_spans(5, Duration::from_secs(20))
+        .wait_for_spans(6, Duration::from_secs(20))
         .await
         .with_context(|| agent.log().join("\n"))?;
     tokio::time::sleep(Duration::from_millis(800)).await;
     ensure!(
-        receiver.spans().len() == 5,
-        "exactly 5 spans: {:#?}",
+        receiver.spans().len() == 6,
+        "exactly 6 spans: {:#?}",
         receiver.spans()
     );
     let paths: Vec<_> = summary(&spans)
@@ -210,6 +217,7 @@ async fn vectored_reads_and_writes_with_bodies_past_the_capture() -> Result<()> 
     ensure!(
         paths
             == [
+                "GET /h/6 201 false",
                 "GET /v/1 200 false",
                 "GET /v/3 200 false",
                 "GET /w/2 200 false",

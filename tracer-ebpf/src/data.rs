@@ -379,10 +379,14 @@ fn direction_of(syscall: u8) -> u8 {
 /// copy length in the scratch map and reading them back (map memory is opaque to the verifier)
 /// makes both forks identical, so the verifier walks one state per iovec. The masks then
 /// restate the bounds: offset < MAX, length < 2*MAX, inside the 3*MAX scratch payload.
+///
+/// The `struct iovec`s themselves come `IOVEC_BATCH` at a time into the scratch: a writev
+/// of a response's head and body makes three helper calls instead of four.
 #[inline(always)]
 fn gather(scratch: *mut Scratch, iov: u64, iovlen: u64, limit: u64) -> (u64, u8) {
     let launder = unsafe { &raw mut (*scratch).launder };
     let base = unsafe { (*scratch).payload.as_mut_ptr() };
+    let iovecs = unsafe { &raw mut (*scratch).iovecs };
     let mut off: u64 = 0;
     let mut flags: u8 = 0;
     let mut i: u64 = 0;
@@ -390,11 +394,12 @@ fn gather(scratch: *mut Scratch, iov: u64, iovlen: u64, limit: u64) -> (u64, u8)
         if i >= iovlen || off >= limit {
             break;
         }
-        // One read for the whole `struct iovec` (base, length): a helper call saved per iovec.
-        let [src, len] = unsafe {
-            aya_ebpf::helpers::bpf_probe_read_user((iov + i * IOVEC_SIZE) as *const [u64; 2])
+        let in_batch = i & (IOVEC_BATCH - 1);
+        if in_batch == 0 && !load_iovec_batch(iovecs, iov + i * IOVEC_SIZE, iovlen - i) {
+            flags = DATA_FLAG_READ_FAULT;
+            break;
         }
-        .unwrap_or([0, 0]);
+        let [src, len] = unsafe { (*iovecs)[in_batch as usize] };
         let want = if len < limit - off { len } else { limit - off };
         unsafe {
             core::ptr::write_volatile(launder, [off, want]);
@@ -421,6 +426,33 @@ fn gather(scratch: *mut Scratch, iov: u64, iovlen: u64, limit: u64) -> (u64, u8)
         flags = DATA_FLAG_IOVEC_LIMIT;
     }
     (off, flags)
+}
+
+/// `struct iovec`s read per helper call: a power of two, at most the scratch's `iovecs`.
+const IOVEC_BATCH: u64 = 8;
+const _: () =
+    assert!(IOVEC_BATCH.is_power_of_two() && IOVEC_BATCH <= crate::http2::MAX_WALK_IOVECS);
+
+/// Reads up to `IOVEC_BATCH` of the `left` iovecs at user address `iov` into `dst`.
+#[inline(always)]
+fn load_iovec_batch(
+    dst: *mut [[u64; 2]; crate::http2::MAX_WALK_IOVECS as usize],
+    iov: u64,
+    left: u64,
+) -> bool {
+    let count = if left < IOVEC_BATCH {
+        left
+    } else {
+        IOVEC_BATCH
+    };
+    // Restated for the verifier: 1..=IOVEC_BATCH iovecs.
+    let bytes = (count * IOVEC_SIZE) & (2 * IOVEC_BATCH * IOVEC_SIZE - 1);
+    let bytes = if bytes > IOVEC_BATCH * IOVEC_SIZE {
+        IOVEC_BATCH * IOVEC_SIZE
+    } else {
+        bytes
+    };
+    unsafe { bpf_probe_read_user(dst as *mut c_void, bytes as u32, iov as *const c_void) == 0 }
 }
 
 /// Copy `len` user bytes from `src` to the start of the payload (`len <= MAX`; the clamp,
