@@ -133,9 +133,9 @@ impl Capture {
             .with_context(|| format!("enabling capture for pid {tgid}"))
     }
 
-    /// Removes `tgid` from the enabled processes only: for an entry the kernel made at fork
-    /// for a thread. Sockets are keyed by process, so none can be keyed by the thread's id:
-    /// no socket scan (threads come and go by the thousand). Anything that may own sockets
+    /// Removes the entry the kernel made at fork for thread `tid`, as if it were a process.
+    /// Sockets are keyed by process, so none can be keyed by a thread's id: no socket scan
+    /// (threads come and go by the thousand). Anything that may own sockets
     /// goes through [`Capture::disable`]: the kernel's data programs take a socket's entry
     /// as the sign that its process is traced.
     pub fn unmark_thread(&mut self, tid: u32) {
