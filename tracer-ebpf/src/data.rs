@@ -14,6 +14,7 @@ use tracer_common::{
     SOCK_FLAG_ACCEPTED, SOCK_FLAG_HTTP2, SOCK_FLAG_LOST, SockKey, Syscall, TraceIds,
 };
 
+use crate::http2::MAX_WALK_IOVECS;
 use crate::maps::{
     EVENTS, InFlight, Layout, SCRATCH, SOCKETS, Scratch, capture_bytes, count, may_be_enabled,
     may_trace, start_call, take_call,
@@ -380,13 +381,13 @@ fn direction_of(syscall: u8) -> u8 {
 /// makes both forks identical, so the verifier walks one state per iovec. The masks then
 /// restate the bounds: offset < MAX, length < 2*MAX, inside the 3*MAX scratch payload.
 ///
-/// The `struct iovec`s themselves come `IOVEC_BATCH` at a time into the scratch: a writev
-/// of a response's head and body makes three helper calls instead of four.
+/// The `struct iovec`s themselves come `MAX_WALK_IOVECS` at a time into the scratch
+/// (`load_iovecs`): a writev of a response's head and body makes three helper calls
+/// instead of four.
 #[inline(always)]
 fn gather(scratch: *mut Scratch, iov: u64, iovlen: u64, limit: u64) -> (u64, u8) {
     let launder = unsafe { &raw mut (*scratch).launder };
     let base = unsafe { (*scratch).payload.as_mut_ptr() };
-    let iovecs = unsafe { &raw mut (*scratch).iovecs };
     let mut off: u64 = 0;
     let mut flags: u8 = 0;
     let mut i: u64 = 0;
@@ -394,12 +395,14 @@ fn gather(scratch: *mut Scratch, iov: u64, iovlen: u64, limit: u64) -> (u64, u8)
         if i >= iovlen || off >= limit {
             break;
         }
-        let in_batch = i & (IOVEC_BATCH - 1);
-        if in_batch == 0 && !load_iovec_batch(iovecs, iov + i * IOVEC_SIZE, iovlen - i) {
+        // `iovlen - i` >= 1 here: a false return is a fault.
+        let in_batch = i & (MAX_WALK_IOVECS - 1);
+        if in_batch == 0 && !load_iovecs(unsafe { &mut *scratch }, iov + i * IOVEC_SIZE, iovlen - i)
+        {
             flags = DATA_FLAG_READ_FAULT;
             break;
         }
-        let [src, len] = unsafe { (*iovecs)[in_batch as usize] };
+        let [src, len] = unsafe { (*scratch).iovecs[in_batch as usize] };
         let want = if len < limit - off { len } else { limit - off };
         unsafe {
             core::ptr::write_volatile(launder, [off, want]);
@@ -428,31 +431,37 @@ fn gather(scratch: *mut Scratch, iov: u64, iovlen: u64, limit: u64) -> (u64, u8)
     (off, flags)
 }
 
-/// `struct iovec`s read per helper call: a power of two, at most the scratch's `iovecs`.
-const IOVEC_BATCH: u64 = 8;
-const _: () =
-    assert!(IOVEC_BATCH.is_power_of_two() && IOVEC_BATCH <= crate::http2::MAX_WALK_IOVECS);
+// `gather` indexes a batch with a mask.
+const _: () = assert!(MAX_WALK_IOVECS.is_power_of_two());
 
-/// Reads up to `IOVEC_BATCH` of the `left` iovecs at user address `iov` into `dst`.
+/// Copies up to `MAX_WALK_IOVECS` of the `left` iovecs at user address `iov` into the
+/// scratch's `iovecs` (and their number into `iovec_count`): `gather`'s batches, and the
+/// HTTP/2 frame walk's whole array. False when there are none or the read faults.
 #[inline(always)]
-fn load_iovec_batch(
-    dst: *mut [[u64; 2]; crate::http2::MAX_WALK_IOVECS as usize],
-    iov: u64,
-    left: u64,
-) -> bool {
-    let count = if left < IOVEC_BATCH {
+pub fn load_iovecs(scratch: &mut Scratch, iov: u64, left: u64) -> bool {
+    let n = if left < MAX_WALK_IOVECS {
         left
     } else {
-        IOVEC_BATCH
+        MAX_WALK_IOVECS
     };
-    // Restated for the verifier: 1..=IOVEC_BATCH iovecs.
-    let bytes = (count * IOVEC_SIZE) & (2 * IOVEC_BATCH * IOVEC_SIZE - 1);
-    let bytes = if bytes > IOVEC_BATCH * IOVEC_SIZE {
-        IOVEC_BATCH * IOVEC_SIZE
+    let bytes = n * IOVEC_SIZE;
+    if bytes == 0 {
+        return false;
+    }
+    // Restated for the verifier.
+    let bytes = if bytes > MAX_WALK_IOVECS * IOVEC_SIZE {
+        MAX_WALK_IOVECS * IOVEC_SIZE
     } else {
         bytes
     };
-    unsafe { bpf_probe_read_user(dst as *mut c_void, bytes as u32, iov as *const c_void) == 0 }
+    scratch.iovec_count = n;
+    unsafe {
+        bpf_probe_read_user(
+            scratch.iovecs.as_mut_ptr() as *mut c_void,
+            bytes as u32,
+            iov as *const c_void,
+        ) == 0
+    }
 }
 
 /// Copy `len` user bytes from `src` to the start of the payload (`len <= MAX`; the clamp,

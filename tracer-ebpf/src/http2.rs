@@ -21,6 +21,7 @@ use tracer_common::{
     SockKey,
 };
 
+use crate::data::load_iovecs;
 use crate::maps::{InFlight, SCRATCH, SOCKETS, Scratch, count};
 
 /// Frames looked at per syscall (hints or not): the tail-call chain is at most 33 long.
@@ -294,33 +295,6 @@ fn mark_http2(key: SockKey, conn_gen: u64) {
                 (*info).flags |= SOCK_FLAG_HTTP2;
             }
         }
-    }
-}
-
-/// Copies the syscall's iovec array (up to `MAX_WALK_IOVECS`) into the scratch.
-#[inline(always)]
-fn load_iovecs(scratch: &mut Scratch, iov: u64, iovlen: u64) -> bool {
-    let n = if iovlen < MAX_WALK_IOVECS {
-        iovlen
-    } else {
-        MAX_WALK_IOVECS
-    };
-    let bytes = n * 16;
-    if bytes == 0 {
-        return false;
-    }
-    let bytes = if bytes > MAX_WALK_IOVECS * 16 {
-        MAX_WALK_IOVECS * 16
-    } else {
-        bytes
-    };
-    scratch.iovec_count = n;
-    unsafe {
-        bpf_probe_read_user(
-            scratch.iovecs.as_mut_ptr() as *mut c_void,
-            bytes as u32,
-            iov as *const c_void,
-        ) == 0
     }
 }
 

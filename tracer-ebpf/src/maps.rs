@@ -159,7 +159,8 @@ pub struct Scratch {
     pub launder: [u64; 2],
     /// Loop-carried values of `http2::read_iovecs` (nested in the walk's own loop).
     pub walk_launder: [u64; 4],
-    /// The iovecs of the syscall whose HTTP/2 frames are being walked (base, length).
+    /// Iovecs (base, length) of the syscall being captured, from `data::load_iovecs`: a
+    /// batch of `data::gather`'s, then the start of the array for the HTTP/2 frame walk.
     pub iovecs: [[u64; 2]; crate::http2::MAX_WALK_IOVECS as usize],
     pub iovec_count: u64,
     /// The HTTP/2 frame walk in progress, from one tail call to the next.
