@@ -19,6 +19,7 @@ use tracer_e2e::{
         run_args,
     },
     keep_alive::KeepAlive,
+    observe::metric,
 };
 
 fn services_script() -> String {
@@ -28,14 +29,11 @@ fn services_script() -> String {
         .to_string()
 }
 
-/// The kernel's count of data events so far, from `tracer status --json`.
+/// The kernel's count of data events so far, from the agent's self-metrics.
 fn data_events(agent: &Agent) -> Result<u64> {
-    let json: serde_json::Value = serde_json::from_str(&agent.cli_ok(&["status", "--json"])?)?;
-    json["agent"]["kernel"]
-        .as_array()
-        .and_then(|counters| counters.iter().find(|c| c[0] == "data_events"))
-        .and_then(|c| c[1].as_u64())
-        .with_context(|| format!("no data_events counter: {json}"))
+    let text = agent.metrics()?;
+    metric(&text, "tracer_kernel_events_total", &[("kind", "data")])
+        .with_context(|| format!("no data events counter in\n{text}"))
 }
 
 /// An idle agent (no selector) exporting to `receiver`.

@@ -160,42 +160,27 @@ async fn vectored_reads_and_writes_with_bodies_past_the_capture() -> Result<()> 
     let body = tmp.path().join("body");
     std::fs::write(&body, vec![b'x'; 10 * 1024])?;
     let body_arg = format!("@{}", body.display());
-    let out = curl(&[
-        "-w",
-        "%{http_code} %{size_download} %{num_connects}\\n",
-        "-o",
-        "/dev/null",
-        &server.url("/v/1"),
-        "-o",
-        "/dev/null",
-        &server.url("/w/2"),
-        "-o",
-        "/dev/null",
-        &server.url("/v/3"),
-        "--next",
-        "-s",
-        "-w",
-        "%{http_code} %{size_download} %{num_connects}\\n",
-        "-o",
-        "/dev/null",
-        "--data-binary",
-        &body_arg,
-        &server.url("/p/4"),
-        "--next",
-        "-s",
-        "-w",
-        "%{http_code} %{size_download} %{num_connects}\\n",
-        "-o",
-        "/dev/null",
-        &server.url("/w/5"),
-        "--next",
-        "-s",
-        "-w",
-        "%{http_code} %{size_download} %{num_connects}\\n",
-        "-o",
-        "/dev/null",
-        &server.url("/h/6"),
-    ])?;
+    // One curl, so one keep-alive connection; each request is a section of its own (`--next`
+    // resets the options), with its extra options.
+    let requests: [(&str, &[&str]); 6] = [
+        ("/v/1", &[]),
+        ("/w/2", &[]),
+        ("/v/3", &[]),
+        ("/p/4", &["--data-binary", &body_arg]),
+        ("/w/5", &[]),
+        ("/h/6", &[]),
+    ];
+    let mut args: Vec<String> = Vec::new();
+    for (i, (path, extra)) in requests.into_iter().enumerate() {
+        if i > 0 {
+            args.extend(["--next", "-s"].map(String::from));
+        }
+        let format = "%{http_code} %{size_download} %{num_connects}\\n";
+        args.extend(["-w", format, "-o", "/dev/null"].map(String::from));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(server.url(path));
+    }
+    let out = curl(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
     ensure!(
         out == "200 20480 1\n200 20480 0\n200 20480 0\n200 5 0\n200 20480 0\n201 2 0\n",
         "one connection, all answered: {out}"
