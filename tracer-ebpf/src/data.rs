@@ -52,10 +52,10 @@ pub fn ret(ctx: &TracePointContext) -> i64 {
 pub fn enter(ctx: &TracePointContext, syscall: Syscall, layout: Layout, flags_arg: Option<usize>) {
     let id = unsafe { bpf_get_current_pid_tgid() };
     let tgid = (id >> 32) as u32;
-    // The socket's entry is the gate, without `ENABLED_PROCESSES`' lookup (a fifth of a
-    // traced entry's cost): entries are made only for enabled processes, and every removal of
-    // a process that may own some removes them too (the agent's `disable`). Untraced
-    // processes stop at their mark.
+    // The socket's entry is the gate, without `ENABLED_PROCESSES`' lookup (about a quarter
+    // of a traced enter's run time: BENCHMARKS.md, section 9): entries are made only for
+    // enabled processes, and every removal of a process that may own some removes them too
+    // (the agent's `disable`). Untraced processes stop at their mark.
     if !may_trace(tgid) {
         return;
     }
@@ -99,7 +99,8 @@ pub fn exit(ctx: &TracePointContext, layout: Layout) {
     let id = unsafe { bpf_get_current_pid_tgid() };
     // The mark first: the enter just read the same byte, so it is in the cache, where the
     // thread's `IN_FLIGHT` slot (in a 1.8 MB array) often is not. Untraced processes stop
-    // here. A mark only goes away at the process's exit, after its last syscall.
+    // here. The mark goes away when the process's leader thread exits; a syscall another
+    // thread has in flight then loses its event, as its enter would have been refused.
     if !may_be_enabled((id >> 32) as u32) {
         return;
     }
