@@ -7,6 +7,8 @@
 //! numbers, and a new span takes the slot freed last (the slab reuses the most recently freed
 //! first), which the export that freed it has just touched.
 
+use std::collections::hash_map::Entry;
+
 use foldhash::{HashMap, HashMapExt};
 use slab::Slab;
 
@@ -45,12 +47,13 @@ impl<T> PendingSpans<T> {
 
     /// Adds `value` under `key`, replacing (and returning) the value there was.
     pub fn insert(&mut self, key: SpanKey, value: T) -> Option<T> {
-        if let Some(&slot) = self.index.get(&key) {
-            return Some(std::mem::replace(&mut self.slots[slot].1, value));
+        match self.index.entry(key) {
+            Entry::Occupied(slot) => Some(std::mem::replace(&mut self.slots[*slot.get()].1, value)),
+            Entry::Vacant(slot) => {
+                slot.insert(self.slots.insert((key, value)));
+                None
+            }
         }
-        let slot = self.slots.insert((key, value));
-        self.index.insert(key, slot);
-        None
     }
 
     pub fn remove(&mut self, key: &SpanKey) -> Option<T> {
