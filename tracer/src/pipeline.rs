@@ -150,11 +150,11 @@ impl Pipeline {
         }
     }
 
-    pub fn on_event(&mut self, event: CaptureEvent) {
+    pub fn on_event(&mut self, event: CaptureEvent<'_>) {
         self.on_event_at(event, clock::monotonic_ns());
     }
 
-    fn on_event_at(&mut self, event: CaptureEvent, now: u64) {
+    fn on_event_at(&mut self, event: CaptureEvent<'_>, now: u64) {
         let change = match event {
             CaptureEvent::ProcessExit { tgid, .. } => Some(ProcessChange::Exited(tgid)),
             CaptureEvent::Fork { parent, child } => Some(ProcessChange::Forked { parent, child }),

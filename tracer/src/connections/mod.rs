@@ -71,7 +71,7 @@ enum ProtocolState {
         /// in several small syscalls (`G`, `ET / HTTP/1.1...`), so detection reads them joined,
         /// and the parser gets them all once the protocol is known. At most `DETECT_SYSCALLS`,
         /// of fewer than `DETECT_MIN_BYTES` captured bytes per direction, are ever held.
-        held: Vec<DataRecord>,
+        held: Vec<DataRecord<'static>>,
     },
     Parsing(Parser),
     /// Not a protocol the tracer understands (TLS, a database, ...): its bytes are ignored.
@@ -202,7 +202,7 @@ impl Connections {
     }
 
     /// Feeds one capture event; requests and responses go to `out` with their connection.
-    pub fn on_event(&mut self, event: CaptureEvent, out: &mut dyn FnMut(&ConnMeta, L7Event)) {
+    pub fn on_event(&mut self, event: CaptureEvent<'_>, out: &mut dyn FnMut(&ConnMeta, L7Event)) {
         match event {
             CaptureEvent::Open(open) => self.on_open(open, out),
             CaptureEvent::Data(data) => self.on_data(data, out),
@@ -298,7 +298,7 @@ impl Connections {
         }
     }
 
-    fn on_data(&mut self, data: DataRecord, out: &mut dyn FnMut(&ConnMeta, L7Event)) {
+    fn on_data(&mut self, data: DataRecord<'_>, out: &mut dyn FnMut(&ConnMeta, L7Event)) {
         let socket = data.socket;
         let key = (socket.tgid, socket.fd);
         match self.table.get(&key).map(|c| c.meta.socket.conn_gen) {
@@ -353,11 +353,11 @@ impl Connections {
                 let attempts = *syscalls;
                 let fresh = !conn.mid_stream;
                 let detected = if fresh {
-                    held.push(data);
+                    held.push(data.into_owned());
                     Parser::detect(dir, &joined_prefix(held, dir))
                         .map(|d| (d, std::mem::take(held)))
                 } else {
-                    Parser::detect(dir, &data.payload).map(|d| (d, vec![data]))
+                    Parser::detect(dir, &data.payload).map(|d| (d, vec![data.into_owned()]))
                 };
                 match detected {
                     Some(((mut parser, role), replay)) => {
@@ -413,7 +413,7 @@ impl Connections {
 
 /// The captured bytes of the `held` syscalls moving in `dir`, joined up to the first one the
 /// capture cut (bytes after a gap are not contiguous with those before).
-fn joined_prefix(held: &[DataRecord], dir: Direction) -> Vec<u8> {
+fn joined_prefix(held: &[DataRecord<'_>], dir: Direction) -> Vec<u8> {
     let mut out = Vec::new();
     for record in held.iter().filter(|r| r.direction == dir) {
         out.extend_from_slice(&record.payload);

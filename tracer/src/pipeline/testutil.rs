@@ -3,7 +3,6 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use bytes::Bytes;
 use tracer_common::{Direction, Syscall};
 
 use super::Pipeline;
@@ -37,7 +36,7 @@ pub fn addr(s: &str) -> Option<SocketAddr> {
 }
 
 /// `socket` accepted (or connected) at `local` from (to) `peer`.
-pub fn open(socket: SocketId, accepted: bool, local: &str, peer: &str) -> CaptureEvent {
+pub fn open(socket: SocketId, accepted: bool, local: &str, peer: &str) -> CaptureEvent<'static> {
     CaptureEvent::Open(OpenRecord {
         socket,
         tid: 1,
@@ -50,7 +49,13 @@ pub fn open(socket: SocketId, accepted: bool, local: &str, peer: &str) -> Captur
 }
 
 /// `bytes` moved by one syscall of thread `tid` between `t` and `t + 5` (ns).
-pub fn data(socket: SocketId, tid: u32, t: u64, dir: Direction, bytes: &[u8]) -> CaptureEvent {
+pub fn data(
+    socket: SocketId,
+    tid: u32,
+    t: u64,
+    dir: Direction,
+    bytes: &[u8],
+) -> CaptureEvent<'static> {
     CaptureEvent::Data(DataRecord {
         socket,
         tid,
@@ -62,7 +67,7 @@ pub fn data(socket: SocketId, tid: u32, t: u64, dir: Direction, bytes: &[u8]) ->
             Direction::Egress => Syscall::Sendto,
         },
         total_len: bytes.len() as u64,
-        payload: Bytes::copy_from_slice(bytes),
+        payload: bytes.to_vec().into(),
         runs: Vec::new(),
         flags: 0,
         ids: None,

@@ -22,7 +22,13 @@ use crate::{
 
 use crate::test_rng::Rng;
 
-fn open(socket: SocketId, accepted: bool, local: &str, peer: &str, ts_ns: u64) -> CaptureEvent {
+fn open(
+    socket: SocketId,
+    accepted: bool,
+    local: &str,
+    peer: &str,
+    ts_ns: u64,
+) -> CaptureEvent<'static> {
     let addr = |s: &str| s.parse::<SocketAddr>().ok();
     CaptureEvent::Open(OpenRecord {
         socket,
@@ -45,7 +51,7 @@ fn io(
     captured: &[u8],
     total: u64,
     runs: Vec<(u64, Bytes)>,
-) -> CaptureEvent {
+) -> CaptureEvent<'static> {
     CaptureEvent::Data(DataRecord {
         socket,
         tid,
@@ -57,7 +63,7 @@ fn io(
             Direction::Egress => Syscall::Sendto,
         },
         total_len: total,
-        payload: Bytes::copy_from_slice(captured),
+        payload: captured.to_vec().into(),
         runs,
         flags: 0,
         ids: None,

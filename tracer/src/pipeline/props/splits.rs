@@ -330,7 +330,10 @@ impl Timeline {
 
 /// The capture events of a conversation: each write one syscall per end (`rng` None), or split,
 /// merged and cut at random.
-fn events(messages: &[Message], mut rng: Option<&mut Rng>) -> (Vec<CaptureEvent>, Timeline) {
+fn events(
+    messages: &[Message],
+    mut rng: Option<&mut Rng>,
+) -> (Vec<CaptureEvent<'static>>, Timeline) {
     let mut events = vec![
         open(FRONT_IN.socket, true, "127.0.0.1:8080", "10.1.2.3:5555", 1),
         open(
@@ -411,7 +414,7 @@ fn events(messages: &[Message], mut rng: Option<&mut Rng>) -> (Vec<CaptureEvent>
 /// Emits the syscalls of one end moving `batch` (consecutive messages) in `dir`.
 #[allow(clippy::too_many_arguments)]
 fn emit(
-    events: &mut Vec<CaptureEvent>,
+    events: &mut Vec<CaptureEvent<'static>>,
     timeline: &mut Timeline,
     clock: &mut u64,
     end: End,
