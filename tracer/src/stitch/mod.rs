@@ -565,26 +565,31 @@ impl Stitcher {
                 .map(|(k, _)| *k)
                 .collect();
         }
-        let mut candidates = std::mem::take(&mut self.overdue);
-        while let Some(key) = self.by_arrival.front() {
-            match self.pending.get(key) {
+        // Each candidate is looked up once here: at 10k req/s thousands of spans wait out the
+        // settle window, so each lookup is a cache miss.
+        let mut ready = Vec::new();
+        for key in std::mem::take(&mut self.overdue) {
+            match self.pending.get(&key) {
+                None => {}
+                Some(span) if self.is_ready(span, now_ns, settle) => ready.push(key),
+                Some(_) => self.overdue.push_back(key),
+            }
+        }
+        while let Some(&key) = self.by_arrival.front() {
+            match self.pending.get(&key) {
                 Some(span) if span.seen_ns + settle > now_ns => break,
-                Some(_) => candidates.push_back(*key),
+                Some(span) if self.is_ready(span, now_ns, settle) => ready.push(key),
+                Some(_) => self.overdue.push_back(key),
                 None => {}
             }
             self.by_arrival.pop_front();
         }
-        let mut ready = Vec::with_capacity(candidates.len());
-        for key in candidates {
-            match self.pending.get(&key) {
-                None => {}
-                Some(span) if span.ending.is_some() && self.decided(key, now_ns, settle, 0) => {
-                    ready.push(key)
-                }
-                Some(_) => self.overdue.push_back(key),
-            }
-        }
         ready
+    }
+
+    /// Whether a pending span can go: it ended, and its trace is decided.
+    fn is_ready(&self, span: &Pending, now_ns: u64, settle: u64) -> bool {
+        span.ending.is_some() && self.decided_span(span, now_ns, settle, 0)
     }
 
     /// Moves every span that is ready (ended, and its trace decided) to `out`. With `force`,
@@ -594,11 +599,11 @@ impl Stitcher {
         let ready = self.ready(now_ns, settle, force);
         out.reserve(ready.len());
         for key in ready {
-            let origin = self.origin(key, 0);
-            let parent_span_id = self.parent_span_id(key);
             let Some(span) = self.pending.remove(&key) else {
                 continue;
             };
+            let origin = self.origin_of(&span, 0);
+            let parent_span_id = self.parent_span_id(&span);
             let ending = span.ending.expect("filtered on ending");
             let mut attributes = span.attributes;
             attributes.extend(ending.attributes);
@@ -647,10 +652,14 @@ impl Stitcher {
         if self.settled.contains_key(&key) || depth > MAX_PARENT_DEPTH {
             return true;
         }
-        let Some(span) = self.pending.get(&key) else {
+        match self.pending.get(&key) {
+            Some(span) => self.decided_span(span, now_ns, settle, depth),
             // Parent evicted: the child resolves without it.
-            return true;
-        };
+            None => true,
+        }
+    }
+
+    fn decided_span(&self, span: &Pending, now_ns: u64, settle: u64, depth: usize) -> bool {
         span.seen_ns + settle <= now_ns
             && match span.parent {
                 Parent::Local(parent) => self.decided(parent, now_ns, settle, depth + 1),
@@ -662,9 +671,13 @@ impl Stitcher {
         if let Some(settled) = self.settled.get(&key) {
             return settled.origin.clone();
         }
-        let Some(span) = self.pending.get(&key) else {
-            return new_origin(new_trace_id(&mut rand::rng()));
-        };
+        match self.pending.get(&key) {
+            Some(span) => self.origin_of(span, depth),
+            None => new_origin(new_trace_id(&mut rand::rng())),
+        }
+    }
+
+    fn origin_of(&self, span: &Pending, depth: usize) -> Origin {
         match &span.parent {
             Parent::Remote(ctx) => Origin {
                 trace_id: ctx.trace_id,
@@ -682,8 +695,8 @@ impl Stitcher {
         }
     }
 
-    fn parent_span_id(&self, key: SpanKey) -> Option<SpanId> {
-        match &self.pending.get(&key)?.parent {
+    fn parent_span_id(&self, span: &Pending) -> Option<SpanId> {
+        match &span.parent {
             Parent::None => None,
             Parent::Remote(ctx) => Some(ctx.parent_id),
             Parent::Local(parent) => self
