@@ -155,6 +155,8 @@ pub struct Stitcher {
     /// Spans past their settle window that were not ready at the last flush (not ended, or an
     /// ancestor undecided), in arrival order: all seen before those in `by_arrival`.
     overdue: VecDeque<SpanKey>,
+    /// A flush's spans ready to go; empty between flushes, kept for its capacity.
+    ready_keys: Vec<SpanKey>,
     /// Server spans in flight per (tgid, tid), oldest first.
     in_flight: HashMap<(u32, u32), Vec<SpanKey>>,
     peers: Peers,
@@ -182,6 +184,7 @@ impl Stitcher {
             pending: PendingSpans::new(),
             by_arrival: VecDeque::new(),
             overdue: VecDeque::new(),
+            ready_keys: Vec::new(),
             in_flight: HashMap::new(),
             peers: Peers::default(),
             settled: HashMap::new(),
@@ -556,18 +559,18 @@ impl Stitcher {
 
     /// The spans ready to go: ended, and their trace decided. With `force`, every span that
     /// ended.
-    fn ready(&mut self, now_ns: u64, settle: u64, force: bool) -> Vec<SpanKey> {
+    fn ready(&mut self, now_ns: u64, settle: u64, force: bool, ready: &mut Vec<SpanKey>) {
         if force {
-            return self
-                .pending
-                .iter()
-                .filter(|(_, p)| p.ending.is_some())
-                .map(|(k, _)| *k)
-                .collect();
+            ready.extend(
+                self.pending
+                    .iter()
+                    .filter(|(_, p)| p.ending.is_some())
+                    .map(|(k, _)| *k),
+            );
+            return;
         }
         // Each candidate is looked up once here: at 10k req/s thousands of spans wait out the
         // settle window, so each lookup is a cache miss.
-        let mut ready = Vec::new();
         for key in std::mem::take(&mut self.overdue) {
             match self.pending.get(&key) {
                 None => {}
@@ -584,7 +587,6 @@ impl Stitcher {
             }
             self.by_arrival.pop_front();
         }
-        ready
     }
 
     /// Whether a pending span can go: it ended, and its trace is decided.
@@ -596,9 +598,11 @@ impl Stitcher {
     /// everything that ended goes now (shutdown).
     pub fn flush(&mut self, now_ns: u64, force: bool, out: &mut Vec<Span>) {
         let settle = self.config.settle.as_nanos() as u64;
-        let ready = self.ready(now_ns, settle, force);
+        // Kept across flushes, as it grows to a tick's worth of keys.
+        let mut ready = std::mem::take(&mut self.ready_keys);
+        self.ready(now_ns, settle, force, &mut ready);
         out.reserve(ready.len());
-        for key in ready {
+        for key in ready.drain(..) {
             let Some(span) = self.pending.remove(&key) else {
                 continue;
             };
@@ -636,6 +640,7 @@ impl Stitcher {
                 process: self.identity(key.0.tgid),
             });
         }
+        self.ready_keys = ready;
         if !force {
             self.settled.retain(|_, s| s.until_ns > now_ns);
             let (pending, settled) = (&self.pending, &self.settled);
