@@ -64,6 +64,13 @@ fn random_span(rng: &mut Rng, processes: &[Arc<crate::process::ProcessMeta>]) ->
             },
         });
     }
+    // Spans whose length takes three varint bytes (the encoder guesses two).
+    if rng.chance(3) {
+        s.attributes.push(Attribute::str(
+            "url.full",
+            "x".repeat(16_300 + rng.below(200)),
+        ));
+    }
     s
 }
 
