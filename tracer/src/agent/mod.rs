@@ -7,6 +7,7 @@ pub mod metrics;
 mod report;
 mod selectors;
 mod state;
+mod ticker;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -30,6 +31,7 @@ use crate::{
 use control_server::ControlSocket;
 use report::DropReporter;
 use state::Agent;
+use ticker::Ticker;
 
 pub struct RunOptions {
     /// What to trace from the start (more can be enabled through the control socket).
@@ -135,7 +137,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let mut ring = watch(ring).context("watching the capture ring buffer")?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
-    let mut ticker = tokio::time::interval(TICK);
+    let mut ticker = Ticker::new(TICK).context("creating the agent's tick timer")?;
     let mut reports = DropReporter::new();
     loop {
         tokio::select! {
@@ -152,7 +154,8 @@ pub async fn run(options: RunOptions) -> Result<()> {
                     tokio::task::yield_now().await;
                 }
             }
-            _ = ticker.tick() => {
+            tick = ticker.tick() => {
+                tick.context("waiting for the agent's tick")?;
                 read_ring(ring.get_mut(), &mut agent, recorder.as_mut(), BATCH)?;
                 agent.tick();
                 reports.maybe_report(&agent.capture);
