@@ -63,14 +63,18 @@ impl Ticker {
                     expirations.len(),
                 )
             };
+            if n < 0 {
+                let error = io::Error::last_os_error();
+                if error.kind() != io::ErrorKind::WouldBlock {
+                    return Err(error);
+                }
+            }
+            // The read took every expiration: the next comes with a new readiness event.
+            // (Clearing keeps a readiness that arrived after `readable_mut` returned.)
+            guard.clear_ready();
             if n == 8 {
                 return Ok(());
             }
-            let error = io::Error::last_os_error();
-            if error.kind() != io::ErrorKind::WouldBlock {
-                return Err(error);
-            }
-            guard.clear_ready();
         }
     }
 }
