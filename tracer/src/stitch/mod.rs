@@ -557,8 +557,8 @@ impl Stitcher {
         }
     }
 
-    /// The spans ready to go: ended, and their trace decided. With `force`, every span that
-    /// ended.
+    /// Appends to `ready` the spans ready to go: ended, and their trace decided. With `force`,
+    /// every span that ended.
     fn ready(&mut self, now_ns: u64, settle: u64, force: bool, ready: &mut Vec<SpanKey>) {
         if force {
             ready.extend(
