@@ -14,7 +14,6 @@ use tracer_common::{
     SOCK_FLAG_ACCEPTED, SOCK_FLAG_HTTP2, SOCK_FLAG_LOST, SockKey, Syscall, TraceIds,
 };
 
-use crate::http2::MAX_WALK_IOVECS;
 use crate::maps::{
     EVENTS, InFlight, Layout, SCRATCH, SOCKETS, Scratch, capture_bytes, count, may_be_enabled,
     may_trace, start_call, take_call,
@@ -382,7 +381,7 @@ fn direction_of(syscall: u8) -> u8 {
 /// makes both forks identical, so the verifier walks one state per iovec. The masks then
 /// restate the bounds: offset < MAX, length < 2*MAX, inside the 3*MAX scratch payload.
 ///
-/// The `struct iovec`s themselves come `MAX_WALK_IOVECS` at a time into the scratch
+/// The `struct iovec`s themselves come `IOVEC_BATCH` at a time into the scratch
 /// (`load_iovecs`): a writev of a response's head and body makes three helper calls
 /// instead of four.
 #[inline(always)]
@@ -397,7 +396,7 @@ fn gather(scratch: *mut Scratch, iov: u64, iovlen: u64, limit: u64) -> (u64, u8)
             break;
         }
         // `iovlen - i` >= 1 here: a false return is a fault.
-        let in_batch = i & (MAX_WALK_IOVECS - 1);
+        let in_batch = i & (IOVEC_BATCH - 1);
         if in_batch == 0 && !load_iovecs(unsafe { &mut *scratch }, iov + i * IOVEC_SIZE, iovlen - i)
         {
             flags = DATA_FLAG_READ_FAULT;
@@ -432,26 +431,29 @@ fn gather(scratch: *mut Scratch, iov: u64, iovlen: u64, limit: u64) -> (u64, u8)
     (off, flags)
 }
 
-// `gather` indexes a batch with a mask.
-const _: () = assert!(MAX_WALK_IOVECS.is_power_of_two());
+/// `struct iovec`s read per helper call into the scratch (`load_iovecs`): `gather` reads the
+/// array batch by batch; the HTTP/2 frame walk sees into the first batch only.
+pub const IOVEC_BATCH: u64 = 16;
+// `gather` and the frame walk index a batch with a mask.
+const _: () = assert!(IOVEC_BATCH.is_power_of_two());
 
-/// Copies up to `MAX_WALK_IOVECS` of the `left` iovecs at user address `iov` into the
+/// Copies up to `IOVEC_BATCH` of the `left` iovecs at user address `iov` into the
 /// scratch's `iovecs` (and their number into `iovec_count`): `gather`'s batches, and the
 /// HTTP/2 frame walk's whole array. False when there are none or the read faults.
 #[inline(always)]
 pub fn load_iovecs(scratch: &mut Scratch, iov: u64, left: u64) -> bool {
-    let n = if left < MAX_WALK_IOVECS {
+    let n = if left < IOVEC_BATCH {
         left
     } else {
-        MAX_WALK_IOVECS
+        IOVEC_BATCH
     };
     let bytes = n * IOVEC_SIZE;
     if bytes == 0 {
         return false;
     }
     // Restated for the verifier.
-    let bytes = if bytes > MAX_WALK_IOVECS * IOVEC_SIZE {
-        MAX_WALK_IOVECS * IOVEC_SIZE
+    let bytes = if bytes > IOVEC_BATCH * IOVEC_SIZE {
+        IOVEC_BATCH * IOVEC_SIZE
     } else {
         bytes
     };

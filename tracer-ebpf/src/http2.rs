@@ -21,13 +21,11 @@ use tracer_common::{
     SockKey,
 };
 
-use crate::data::load_iovecs;
+use crate::data::{IOVEC_BATCH, load_iovecs};
 use crate::maps::{InFlight, SCRATCH, SOCKETS, Scratch, count};
 
 /// Frames looked at per syscall (hints or not): the tail-call chain is at most 33 long.
 const MAX_WALK: u64 = 32;
-/// Iovecs a walk can see into.
-pub const MAX_WALK_IOVECS: u64 = 16;
 const HEADER: u64 = 9;
 const HEADERS: u8 = 1;
 const CONTINUATION: u8 = 9;
@@ -330,8 +328,8 @@ fn read_iovecs(scratch: &mut Scratch, off: u64, dst: *mut u8, len: u64) -> bool 
     let mut skip = off;
     let mut done: u64 = 0;
     let mut j: u64 = 0;
-    while j < MAX_WALK_IOVECS {
-        let [base, iov_len] = scratch.iovecs[(j & (MAX_WALK_IOVECS - 1)) as usize];
+    while j < IOVEC_BATCH {
+        let [base, iov_len] = scratch.iovecs[(j & (IOVEC_BATCH - 1)) as usize];
         let iov_len = if j < count { iov_len } else { 0 };
         let (next_skip, want) = if skip >= iov_len {
             (skip - iov_len, 0)

@@ -161,7 +161,7 @@ pub struct Scratch {
     pub walk_launder: [u64; 4],
     /// Iovecs (base, length) of the syscall being captured, from `data::load_iovecs`: a
     /// batch of `data::gather`'s, then the start of the array for the HTTP/2 frame walk.
-    pub iovecs: [[u64; 2]; crate::http2::MAX_WALK_IOVECS as usize],
+    pub iovecs: [[u64; 2]; crate::data::IOVEC_BATCH as usize],
     pub iovec_count: u64,
     /// The HTTP/2 frame walk in progress, from one tail call to the next.
     pub walk: crate::http2::WalkState,
