@@ -64,11 +64,12 @@ fn random_span(rng: &mut Rng, processes: &[Arc<crate::process::ProcessMeta>]) ->
             },
         });
     }
-    // Spans whose length takes three varint bytes (the encoder guesses two).
+    // Spans whose length takes three varint bytes (the encoder guesses two): the value alone
+    // is past 16,383 bytes.
     if rng.chance(3) {
         s.attributes.push(Attribute::str(
             "url.full",
-            "x".repeat(16_300 + rng.below(200)),
+            "x".repeat(16_384 + rng.below(200)),
         ));
     }
     s
@@ -81,10 +82,15 @@ fn random_batches_encode_exactly_as_prost_does() {
     let resources = resources();
     // Offset such that a start of 0 ms converts to 0 ns (left out, as prost does).
     let clock = WallClock::fixed(0);
+    let mut long_spans = 0;
     for round in 0..300 {
         let spans: Vec<Arc<Span>> = (0..rng.below(20))
             .map(|_| Arc::new(random_span(&mut rng, &processes)))
             .collect();
+        long_spans += spans
+            .iter()
+            .filter(|s| s.attributes.iter().any(|a| a.key == "url.full"))
+            .count();
         let ours = encode_request(&spans, &resources, &clock);
         let theirs = reference(&spans, &resources, &clock);
         if ours != theirs {
@@ -98,6 +104,7 @@ fn random_batches_encode_exactly_as_prost_does() {
             );
         }
     }
+    assert!(long_spans > 0, "no span had a three-byte length");
 }
 
 #[test]
