@@ -1,6 +1,7 @@
 //! The capture's other syscall paths with real peers: nginx (headers with writev, files with
-//! sendfile, keep-alive) and a server doing only vectored I/O (recvmsg/readv in, sendmsg/
-//! writev out, 20 iovecs). Bodies are far larger than the capture: the parser must count them
+//! sendfile, keep-alive) and a server reading with each receive syscall in turn (recvmsg,
+//! readv, read, recvfrom after MSG_PEEKs that must be skipped, recvmmsg) and writing with
+//! sendmsg/writev (20 iovecs). Bodies are far larger than the capture: the parser must count them
 //! through the uncaptured bytes, or the next response on the connection is lost.
 
 use std::{process::Command, time::Duration};

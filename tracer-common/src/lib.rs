@@ -186,7 +186,8 @@ pub struct EventHeader {
 #[derive(Clone, Copy, Debug)]
 pub struct DataEvent {
     pub header: EventHeader,
-    /// CLOCK_MONOTONIC nanoseconds at syscall entry.
+    /// CLOCK_MONOTONIC nanoseconds at syscall entry; for receives (which have no enter
+    /// program) the exit's time, as in the header.
     pub ts_enter_ns: u64,
     /// Bytes the syscall actually moved (its return value, or `msg_len` for *mmsg).
     pub total_len: u64,

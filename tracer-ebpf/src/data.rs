@@ -1,10 +1,18 @@
-//! Data syscalls on traced sockets: remember the arguments at enter, and at exit (when the byte
-//! count is known) copy the first `CAPTURE_BYTES` of payload into one ring-buffer record.
+//! Data syscalls on traced sockets: at exit, when the byte count is known, copy the first
+//! `CAPTURE_BYTES` of payload into one ring-buffer record.
+//!
+//! Sends remember their arguments at enter (`enter`, then `exit`): their span starts when the
+//! request's write begins. Receives have no enter program (`receive_exit`): they read their
+//! arguments from the registers the syscall saved, which halves the program runs of a
+//! server's request read and of every read syscall on the host (BENCHMARKS.md, section 11).
 
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::generated::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::generated::{
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_task_pt_regs,
+    },
     programs::TracePointContext,
 };
 use core::{ffi::c_void, mem::size_of};
@@ -44,11 +52,9 @@ pub fn ret(ctx: &TracePointContext) -> i64 {
     unsafe { *(ctx.as_ptr() as *const i64).add(2) }
 }
 
-/// Enter of a data syscall: `fd` is argument 0; `ptr`/`len` are arguments 1 and 2.
-/// `flags_arg`, when given, is the argument holding recv flags (MSG_PEEK reads are skipped:
-/// the same bytes will be read again).
+/// Enter of a send syscall: `fd` is argument 0; `ptr`/`len` are arguments 1 and 2.
 #[inline(always)]
-pub fn enter(ctx: &TracePointContext, syscall: Syscall, layout: Layout, flags_arg: Option<usize>) {
+pub fn enter(ctx: &TracePointContext, syscall: Syscall, layout: Layout) {
     let id = unsafe { bpf_get_current_pid_tgid() };
     let tgid = (id >> 32) as u32;
     // The socket's entry is the gate, without `ENABLED_PROCESSES`' lookup (about a quarter
@@ -62,11 +68,6 @@ pub fn enter(ctx: &TracePointContext, syscall: Syscall, layout: Layout, flags_ar
     let Some(sock) = SOCKETS.get_ptr(SockKey { tgid, fd }) else {
         return;
     };
-    if let Some(n) = flags_arg
-        && arg(ctx, n) & MSG_PEEK != 0
-    {
-        return;
-    }
     let (ptr, len) = match layout {
         // sendfile64(out_fd, in_fd, offset, count): no user buffer.
         Layout::None => (0, arg(ctx, 3)),
@@ -90,7 +91,83 @@ pub fn enter(ctx: &TracePointContext, syscall: Syscall, layout: Layout, flags_ar
     start_call(id, call);
 }
 
-/// Exit of a data syscall: emit what moved. `layout` is a constant per exit program, so each
+/// Exit of a receive syscall (there is no enter program): the arguments come from the saved
+/// registers, the socket's state from `SOCKETS` now. What `enter` would have remembered and
+/// this cannot know is the time the call began; a read's data arrives at its end, so the
+/// exit's time stands for both.
+#[inline(always)]
+pub fn receive_exit(
+    ctx: &TracePointContext,
+    syscall: Syscall,
+    layout: Layout,
+    flags_arg: Option<usize>,
+) {
+    let id = unsafe { bpf_get_current_pid_tgid() };
+    let tgid = (id >> 32) as u32;
+    if !may_trace(tgid) {
+        return;
+    }
+    let ret = ret(ctx);
+    if ret <= 0 {
+        return;
+    }
+    let args = exit_args();
+    let fd = args[0] as i32;
+    let Some(sock) = SOCKETS.get_ptr(SockKey { tgid, fd }) else {
+        return;
+    };
+    if let Some(n) = flags_arg
+        && args[n] & MSG_PEEK != 0
+    {
+        return;
+    }
+    let (conn_gen, sock_flags) = unsafe { ((*sock).conn_gen, (*sock).flags) };
+    let ts_exit = unsafe { bpf_ktime_get_ns() };
+    let call = InFlight {
+        id,
+        ts_enter: ts_exit,
+        conn_gen,
+        ptr: args[1],
+        len: args[2],
+        fd,
+        syscall: syscall as u8,
+        layout,
+        lost: (sock_flags & SOCK_FLAG_LOST != 0) as u8,
+        http2: (sock_flags & SOCK_FLAG_HTTP2 != 0) as u8,
+        accepted: (sock_flags & SOCK_FLAG_ACCEPTED != 0) as u8,
+        _pad: [0; 7],
+    };
+    capture(ctx, id, &call, ts_exit, ret as u64, layout);
+}
+
+/// Arguments 0 to 3 of the syscall the current task is leaving, from the user registers the
+/// syscall entry saved (`struct pt_regs`, at the top of the task's kernel stack). A syscall
+/// returns into them unchanged, and the data syscalls do not write them. The loads go
+/// through the kernel's BTF type of `pt_regs`; the verifier checks each offset against it.
+#[inline(always)]
+fn exit_args() -> [u64; 4] {
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u64;
+    // x86_64: di, si, dx, r10 (the syscall ABI's fourth register; rcx holds the return
+    // address). Offsets in u64s: `struct pt_regs` of arch/x86/include/asm/ptrace.h.
+    #[cfg(bpf_target_arch = "x86_64")]
+    const ARGS: [usize; 4] = [14, 13, 12, 7];
+    // aarch64: x0 now holds the return value; the syscall entry kept it in `orig_x0`, after
+    // regs[31], sp, pc and pstate. (Only x86_64 is built and tested here.)
+    #[cfg(bpf_target_arch = "aarch64")]
+    const ARGS: [usize; 4] = [34, 1, 2, 3];
+    #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+    compile_error!("the receive programs read x86_64 or aarch64 syscall registers only");
+    unsafe {
+        [
+            *regs.add(ARGS[0]),
+            *regs.add(ARGS[1]),
+            *regs.add(ARGS[2]),
+            *regs.add(ARGS[3]),
+        ]
+    }
+}
+
+/// Exit of a send syscall: emit what moved. `layout` is a constant per exit program, so each
 /// program carries only its own payload walk (one program with all of them is too large for
 /// the verifier).
 #[inline(always)]
@@ -111,35 +188,39 @@ pub fn exit(ctx: &TracePointContext, layout: Layout) {
         return;
     }
     let ts_exit = unsafe { bpf_ktime_get_ns() };
-    let ret = ret as u64;
+    capture(ctx, id, &call, ts_exit, ret as u64, layout);
+}
+
+/// Emits the `ret` bytes `call` moved.
+#[inline(always)]
+fn capture(
+    ctx: &TracePointContext,
+    id: u64,
+    call: &InFlight,
+    ts_exit: u64,
+    ret: u64,
+    layout: Layout,
+) {
     match layout {
-        Layout::Buffer => emit(
-            ctx,
-            id,
-            &call,
-            ts_exit,
-            ret,
-            Payload::Buffer(call.ptr),
-            true,
-        ),
+        Layout::Buffer => emit(ctx, id, call, ts_exit, ret, Payload::Buffer(call.ptr), true),
         Layout::Iovec => {
             let payload = Payload::Iovec(call.ptr, call.len);
-            emit(ctx, id, &call, ts_exit, ret, payload, true);
+            emit(ctx, id, call, ts_exit, ret, payload, true);
         }
         Layout::Msghdr => {
             let (iov, iovlen) = read_msghdr(call.ptr);
             emit(
                 ctx,
                 id,
-                &call,
+                call,
                 ts_exit,
                 ret,
                 Payload::Iovec(iov, iovlen),
                 true,
             );
         }
-        Layout::None => emit(ctx, id, &call, ts_exit, ret, Payload::None, true),
-        Layout::Mmsghdr => emit_mmsg(ctx, id, &call, ts_exit, ret),
+        Layout::None => emit(ctx, id, call, ts_exit, ret, Payload::None, true),
+        Layout::Mmsghdr => emit_mmsg(ctx, id, call, ts_exit, ret),
         Layout::Connect | Layout::Accept => {}
     }
 }

@@ -24,11 +24,13 @@ const RECVFROM_FLAGS: Option<usize> = Some(3);
 const RECVMSG_FLAGS: Option<usize> = Some(2);
 const RECVMMSG_FLAGS: Option<usize> = Some(3);
 
-macro_rules! data_syscall {
-    ($enter:ident, $exit:ident, $syscall:expr, $layout:expr, $flags:expr) => {
+/// A send: its enter remembers the arguments (and the time the request's write began), its
+/// exit emits what moved.
+macro_rules! send_syscall {
+    ($enter:ident, $exit:ident, $syscall:expr, $layout:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
-            data::enter(&ctx, $syscall, $layout, $flags);
+            data::enter(&ctx, $syscall, $layout);
             0
         }
 
@@ -40,82 +42,73 @@ macro_rules! data_syscall {
     };
 }
 
-data_syscall!(
-    sys_enter_read,
-    sys_exit_read,
-    Syscall::Read,
-    Layout::Buffer,
-    None
-);
-data_syscall!(
+/// A receive: one program, at exit (see `data::receive_exit`). MSG_PEEK reads (flags in the
+/// argument `$flags` names) are skipped: the same bytes will be read again.
+macro_rules! receive_syscall {
+    ($exit:ident, $syscall:expr, $layout:expr, $flags:expr) => {
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            data::receive_exit(&ctx, $syscall, $layout, $flags);
+            0
+        }
+    };
+}
+
+receive_syscall!(sys_exit_read, Syscall::Read, Layout::Buffer, None);
+send_syscall!(
     sys_enter_write,
     sys_exit_write,
     Syscall::Write,
-    Layout::Buffer,
-    None
+    Layout::Buffer
 );
-data_syscall!(
-    sys_enter_readv,
-    sys_exit_readv,
-    Syscall::Readv,
-    Layout::Iovec,
-    None
-);
-data_syscall!(
+receive_syscall!(sys_exit_readv, Syscall::Readv, Layout::Iovec, None);
+send_syscall!(
     sys_enter_writev,
     sys_exit_writev,
     Syscall::Writev,
-    Layout::Iovec,
-    None
+    Layout::Iovec
 );
-data_syscall!(
-    sys_enter_recvfrom,
+receive_syscall!(
     sys_exit_recvfrom,
     Syscall::Recvfrom,
     Layout::Buffer,
     RECVFROM_FLAGS
 );
-data_syscall!(
+send_syscall!(
     sys_enter_sendto,
     sys_exit_sendto,
     Syscall::Sendto,
-    Layout::Buffer,
-    None
+    Layout::Buffer
 );
-data_syscall!(
-    sys_enter_recvmsg,
+receive_syscall!(
     sys_exit_recvmsg,
     Syscall::Recvmsg,
     Layout::Msghdr,
     RECVMSG_FLAGS
 );
-data_syscall!(
+send_syscall!(
     sys_enter_sendmsg,
     sys_exit_sendmsg,
     Syscall::Sendmsg,
-    Layout::Msghdr,
-    None
+    Layout::Msghdr
 );
-data_syscall!(
-    sys_enter_recvmmsg,
+receive_syscall!(
     sys_exit_recvmmsg,
     Syscall::Recvmmsg,
     Layout::Mmsghdr,
     RECVMMSG_FLAGS
 );
-data_syscall!(
+send_syscall!(
     sys_enter_sendmmsg,
     sys_exit_sendmmsg,
     Syscall::Sendmmsg,
-    Layout::Mmsghdr,
-    None
+    Layout::Mmsghdr
 );
-data_syscall!(
+send_syscall!(
     sys_enter_sendfile64,
     sys_exit_sendfile64,
     Syscall::Sendfile,
-    Layout::None,
-    None
+    Layout::None
 );
 
 #[tracepoint]

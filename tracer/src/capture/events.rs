@@ -31,6 +31,8 @@ pub struct SocketId {
 pub struct DataRecord<'a> {
     pub socket: SocketId,
     pub tid: u32,
+    /// When the syscall began: a send's entry; a receive's exit, as its data arrives then
+    /// (the capture has no program at a receive's entry).
     pub enter_ns: u64,
     pub exit_ns: u64,
     pub direction: Direction,
