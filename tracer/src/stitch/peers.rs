@@ -56,9 +56,14 @@ impl Side {
         queue.push_back(waiting);
     }
 
+    /// Entries are pushed as they are seen, so a queue is in `seen_ns` order and its expired
+    /// entries are at its front: only those are touched, where a `retain` visited every
+    /// waiting entry (up to `MAX_WAITING_PER_PORT` per port) on every flush.
     fn expire(&mut self, cutoff_ns: u64) {
         self.0.retain(|_, queue| {
-            queue.retain(|w| w.seen_ns >= cutoff_ns);
+            while queue.front().is_some_and(|w| w.seen_ns < cutoff_ns) {
+                queue.pop_front();
+            }
             !queue.is_empty()
         });
     }
@@ -298,5 +303,32 @@ mod tests {
         assert_eq!(peers.len(), 2);
         peers.expire(21);
         assert!(peers.is_empty());
+    }
+
+    #[test]
+    fn expiry_keeps_the_newer_entries_of_a_queue() {
+        let mut peers = Peers::default();
+        let (client, server) = (a("127.0.0.1:40000"), a("127.0.0.1:8080"));
+        for (fingerprint, at) in [(1, 10), (2, 20), (3, 30), (4, 40)] {
+            peers.client(client, server, seen(fingerprint, key(3, fingerprint), at));
+        }
+        peers.expire(30);
+        assert_eq!(peers.len(), 2);
+        for (fingerprint, found) in [
+            (1, None),
+            (2, None),
+            (3, Some(key(3, 3))),
+            (4, Some(key(3, 4))),
+        ] {
+            assert_eq!(
+                peers.server(
+                    server,
+                    Some(client),
+                    seen(fingerprint, key(9, fingerprint), 50)
+                ),
+                found,
+                "fingerprint {fingerprint}"
+            );
+        }
     }
 }
