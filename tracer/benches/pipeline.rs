@@ -2,9 +2,9 @@
 //! ring-buffer records of nginx answering keep-alive requests (`tests/data/captures/
 //! http1_nginx.rec`, made by `tests/data/captures/record.sh`), replayed as many times over as
 //! new connections (each copy gets its own connection generations and later timestamps).
-//! The replay runs on the recording's clock and flushes every 100 ms of it, as the agent's tick
-//! does: spans settle as they did live. At most 6,620 were pending at once when counted at
-//! 3732a3d: the 500 ms settle window plus up to one tick.
+//! The replay runs on the recording's clock and flushes once per agent tick of it (250 ms), as
+//! the agent does: spans settle as they did live, pending for the 500 ms settle window plus up
+//! to one tick.
 //!
 //! - `parse_stitch_sample`: decoding, connections, HTTP/1 parsing, stitching and sampling.
 //! - `otlp_encode`: the resulting spans as OTLP protobuf export requests (512 per request),

@@ -49,8 +49,11 @@ pub struct RunOptions {
 /// How often pending spans are flushed and health is checked.
 /// Also how often the ring is read without a wake-up: the kernel wakes the agent for data
 /// events only when a quarter MiB waits (tracer-ebpf data.rs), so at low rates this bounds
-/// their delay (spans wait a settle window of 500 ms anyway).
-pub const TICK: Duration = Duration::from_millis(100);
+/// their delay. Spans wait a settle window of 500 ms anyway, so they go out 500 to 750 ms
+/// after they were seen. Each tick is a cache-cold wake-up with a ring read and a flush: at
+/// 1k req/s the agent took 60.0 ms of CPU per 10k requests with 100 ms ticks and 44.9 with
+/// 250 ms ticks, medians of 3 (BENCHMARKS.md, section 11).
+pub const TICK: Duration = Duration::from_millis(250);
 /// Ring records processed before yielding to the other tasks.
 const BATCH: usize = 4096;
 /// Time allowed to deliver pending spans at shutdown.

@@ -1,6 +1,6 @@
 //! The agent loop's periodic tick, from a kernel timer (timerfd) polled with the other fds.
 //!
-//! Why not `tokio::time::interval`: on an idle agent each 100 ms tick cost three wake-ups.
+//! Why not `tokio::time::interval`: on an idle agent each tick (then 100 ms) cost three wake-ups.
 //! Tokio's timer wheel holds a deadline more than 64 ms away in a coarse slot, so the driver
 //! wakes once to move it to a finer one and again at the deadline; re-arming the interval
 //! then wrote to the runtime's eventfd, a third. A timerfd wakes the loop once per tick

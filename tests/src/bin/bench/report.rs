@@ -199,8 +199,8 @@ pub fn write(path: &Path, r: &Report) -> Result<()> {
         "criterion (`cargo bench -p tracer --bench pipeline`): recorded capture events \
          (`tests/data/captures/http1_nginx.rec`, nginx under wrk) replayed through decoding, \
          connections, HTTP/1 parsing, stitching and sampling, then OTLP protobuf encoding. \
-         The replay runs on the recording's clock and flushes every 100 ms of it, as the \
-         agent does (500-600 ms of traffic pending, at most 6,620 spans); `all` encodes each \
+         The replay runs on the recording's clock and flushes once per agent tick (250 ms) \
+         of it, as the agent does (500-750 ms of traffic pending); `all` encodes each \
          flush's spans.\n"
     )?;
     writeln!(w, "| stage | HTTP/1 transactions per second |\n|---|---|")?;
