@@ -56,7 +56,6 @@ impl Capture {
     /// Traces the kernel starts (injection) are sampled when the low 56 bits of their id are
     /// below `sample_below` (`Sampler::root_threshold`).
     pub fn load(config: CaptureConfig, sample_below: u64) -> Result<(Self, EventRing)> {
-        raise_memlock_limit();
         let agent = std::process::id();
         let fork_child = tracefs::field_offset("sched", "sched_process_fork", "child_pid")
             .context("reading the sched_process_fork tracepoint format")?;
@@ -377,22 +376,6 @@ fn check_declarations(ebpf: &Ebpf) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones to the cgroup. Raising
-/// the limit may be refused (EPERM in some sandboxes): harmless on new kernels, so only logged.
-fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: plain syscall with a valid pointer.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        tracing::debug!(
-            "could not raise RLIMIT_MEMLOCK ({}); fine on kernels >= 5.11",
-            std::io::Error::last_os_error()
-        );
-    }
 }
 
 #[cfg(test)]
