@@ -9,7 +9,10 @@ mod selectors;
 mod state;
 mod ticker;
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
 use tokio::{
@@ -52,8 +55,16 @@ pub struct RunOptions {
 /// their delay. Spans wait a settle window of 500 ms anyway, so they go out 500 to 750 ms
 /// after they were seen. Each tick is a cache-cold wake-up with a ring read and a flush: at
 /// 1k req/s the agent took 60.0 ms of CPU per 10k requests with 100 ms ticks and 44.9 with
-/// 250 ms ticks, medians of 3 (BENCHMARKS.md, section 11).
+/// 250 ms ticks, medians of 3 (BENCHMARKS.md, section 11). Busy, the agent flushes more
+/// often: see `BUSY_FLUSH`.
 pub const TICK: Duration = Duration::from_millis(250);
+/// When the ring wakes the agent (a quarter MiB of events waits), it also flushes if the
+/// last flush is this old. A flush hands its spans to the export queues at once, and at
+/// saturation a tick's worth (about 17k spans in 250 ms) overflowed their 8,192 places:
+/// half the spans were dropped. Flushing on wake-ups after 100 ms still dropped 18k-47k per
+/// 5 s round, after 50 ms 3k-16k; 100 ms ticks alone dropped 0-11k (BENCHMARKS.md,
+/// section 11).
+const BUSY_FLUSH: Duration = Duration::from_millis(50);
 /// Ring records processed before yielding to the other tasks.
 const BATCH: usize = 4096;
 /// Time allowed to deliver pending spans at shutdown.
@@ -142,6 +153,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut ticker = Ticker::new(TICK).context("creating the agent's tick timer")?;
     let mut reports = DropReporter::new();
+    let mut flushed = Instant::now();
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -156,11 +168,16 @@ pub async fn run(options: RunOptions) -> Result<()> {
                     drop(guard);
                     tokio::task::yield_now().await;
                 }
+                if flushed.elapsed() >= BUSY_FLUSH {
+                    flushed = Instant::now();
+                    agent.tick();
+                }
             }
             tick = ticker.tick() => {
                 tick.context("waiting for the agent's tick")?;
                 read_ring(ring.get_mut(), &mut agent, recorder.as_mut(), BATCH)?;
                 agent.tick();
+                flushed = Instant::now();
                 reports.maybe_report(&agent.capture);
             }
             Some((request, reply)) = requests.recv() => {
