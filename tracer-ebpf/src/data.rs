@@ -19,7 +19,7 @@ use core::{ffi::c_void, mem::size_of};
 use tracer_common::{
     Counter, DATA_FLAG_IOVEC_LIMIT, DATA_FLAG_LOST_BEFORE, DATA_FLAG_READ_FAULT, DataEvent,
     EventHeader, EventKind, FrameHint, MAX_CAPTURE_BYTES, MAX_FRAME_HINTS, MAX_IOVECS, MAX_MMSG,
-    SOCK_FLAG_ACCEPTED, SOCK_FLAG_HTTP2, SOCK_FLAG_LOST, SockKey, Syscall, TraceIds,
+    SOCK_FLAG_ACCEPTED, SOCK_FLAG_HTTP2, SOCK_FLAG_LOST, SockInfo, SockKey, Syscall, TraceIds,
 };
 
 use crate::maps::{
@@ -73,10 +73,26 @@ pub fn enter(ctx: &TracePointContext, syscall: Syscall, layout: Layout) {
         Layout::None => (0, arg(ctx, 3)),
         _ => (arg(ctx, 1), arg(ctx, 2)),
     };
+    let ts_enter = unsafe { bpf_ktime_get_ns() };
+    start_call(id, call_on(sock, fd, syscall, layout, (ptr, len), ts_enter));
+}
+
+/// A data syscall on the socket whose `SOCKETS` entry is `sock`, with the connection and
+/// flags the entry holds now. `id` is left 0: `start_call` tags the slot, and `capture`
+/// takes the thread's id apart.
+#[inline(always)]
+fn call_on(
+    sock: *const SockInfo,
+    fd: i32,
+    syscall: Syscall,
+    layout: Layout,
+    (ptr, len): (u64, u64),
+    ts_enter: u64,
+) -> InFlight {
     let (conn_gen, sock_flags) = unsafe { ((*sock).conn_gen, (*sock).flags) };
-    let call = InFlight {
+    InFlight {
         id: 0,
-        ts_enter: unsafe { bpf_ktime_get_ns() },
+        ts_enter,
         conn_gen,
         ptr,
         len,
@@ -87,8 +103,7 @@ pub fn enter(ctx: &TracePointContext, syscall: Syscall, layout: Layout) {
         http2: (sock_flags & SOCK_FLAG_HTTP2 != 0) as u8,
         accepted: (sock_flags & SOCK_FLAG_ACCEPTED != 0) as u8,
         _pad: [0; 7],
-    };
-    start_call(id, call);
+    }
 }
 
 /// Exit of a receive syscall (there is no enter program): the arguments come from the saved
@@ -121,22 +136,8 @@ pub fn receive_exit(
     {
         return;
     }
-    let (conn_gen, sock_flags) = unsafe { ((*sock).conn_gen, (*sock).flags) };
     let ts_exit = unsafe { bpf_ktime_get_ns() };
-    let call = InFlight {
-        id,
-        ts_enter: ts_exit,
-        conn_gen,
-        ptr: args[1],
-        len: args[2],
-        fd,
-        syscall: syscall as u8,
-        layout,
-        lost: (sock_flags & SOCK_FLAG_LOST != 0) as u8,
-        http2: (sock_flags & SOCK_FLAG_HTTP2 != 0) as u8,
-        accepted: (sock_flags & SOCK_FLAG_ACCEPTED != 0) as u8,
-        _pad: [0; 7],
-    };
+    let call = call_on(sock, fd, syscall, layout, (args[1], args[2]), ts_exit);
     capture(ctx, id, &call, ts_exit, ret as u64, layout);
 }
 
