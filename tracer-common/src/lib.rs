@@ -22,6 +22,10 @@ pub const MAX_IOVECS: u32 = 64;
 pub const MAX_MMSG: u32 = 4;
 /// Bytes of a peer `sockaddr` copied from connect/accept (sizeof(struct sockaddr_in6)).
 pub const SOCKADDR_BYTES: usize = 28;
+/// A data event wakes the agent only when it brings the ring's unread bytes to this. The agent
+/// flushes on such a wake-up too (`BUSY_FLUSH` in the agent), and its pipeline benchmark
+/// replays both.
+pub const RING_WAKEUP_BYTES: u64 = 256 * 1024;
 
 /// Names of the maps and globals, as the kernel object spells them.
 pub mod names {

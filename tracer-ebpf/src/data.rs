@@ -19,7 +19,8 @@ use core::{ffi::c_void, mem::size_of};
 use tracer_common::{
     Counter, DATA_FLAG_IOVEC_LIMIT, DATA_FLAG_LOST_BEFORE, DATA_FLAG_READ_FAULT, DataEvent,
     EventHeader, EventKind, FrameHint, MAX_CAPTURE_BYTES, MAX_FRAME_HINTS, MAX_IOVECS, MAX_MMSG,
-    SOCK_FLAG_ACCEPTED, SOCK_FLAG_HTTP2, SOCK_FLAG_LOST, SockInfo, SockKey, Syscall, TraceIds,
+    RING_WAKEUP_BYTES, SOCK_FLAG_ACCEPTED, SOCK_FLAG_HTTP2, SOCK_FLAG_LOST, SockInfo, SockKey,
+    Syscall, TraceIds,
 };
 
 use crate::maps::{
@@ -413,17 +414,16 @@ pub fn output(scratch: &mut Scratch) {
     }
 }
 
-/// A data event wakes the agent only when it brings the unread data to `WAKEUP_BYTES`:
+/// A data event wakes the agent only when it brings the unread data to `RING_WAKEUP_BYTES`:
 /// a wake-up per syscall (an irq_work, and the agent's reactor) was most of the exit
 /// programs' cost. The agent also reads the ring on its tick (`TICK` in the agent), which
 /// covers two CPUs crossing the mark at once without either seeing it. Other events use the
 /// ring's default: they wake the agent only if it had read everything before them.
-const WAKEUP_BYTES: u64 = 256 * 1024;
 
 #[inline(always)]
 fn wakeup_flag(len: u64) -> u64 {
     let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    if unread < WAKEUP_BYTES && unread + len >= WAKEUP_BYTES {
+    if unread < RING_WAKEUP_BYTES && unread + len >= RING_WAKEUP_BYTES {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

@@ -2,9 +2,10 @@
 //! ring-buffer records of nginx answering keep-alive requests (`tests/data/captures/
 //! http1_nginx.rec`, made by `tests/data/captures/record.sh`), replayed as many times over as
 //! new connections (each copy gets its own connection generations and later timestamps).
-//! The replay runs on the recording's clock and flushes once per agent tick of it (250 ms), as
-//! the agent does: spans settle as they did live, pending for the 500 ms settle window plus up
-//! to one tick.
+//! The replay runs on the recording's clock and flushes when the agent would: on its tick, and
+//! on a ring wake-up (`RING_WAKEUP_BYTES` of records since the last read) once `BUSY_FLUSH`
+//! has passed. The recording (nginx under wrk) brings a wake-up about every 53 ms of it, so
+//! spans settle as they did live.
 //!
 //! - `parse_stitch_sample`: decoding, connections, HTTP/1 parsing, stitching and sampling.
 //! - `otlp_encode`: the resulting spans as OTLP protobuf export requests (512 per request),
@@ -27,7 +28,7 @@ use tracer::{
     span::Span,
     stitch::StitchConfig,
 };
-use tracer_common::{DataEvent, EventHeader, EventKind};
+use tracer_common::{DataEvent, EventHeader, EventKind, RING_WAKEUP_BYTES};
 
 // The agent's allocator (src/main.rs).
 #[global_allocator]
@@ -98,15 +99,29 @@ fn ts(record: &[u8]) -> u64 {
     u64::from_ne_bytes(record[TS..TS + 8].try_into().unwrap())
 }
 
-/// Replays `records` on their own clock, handing the spans of each flush to `out`.
+/// Replays `records` on their own clock, handing the spans of each flush to `out`. The agent
+/// reads the ring on each tick and wake-up, and flushes on each tick and on a wake-up
+/// `BUSY_FLUSH` after the last flush (`agent::run`).
 fn run(records: &[Vec<u8>], mut pipeline: Pipeline, mut out: impl FnMut(Vec<Span>)) {
-    let (mut now, mut next_flush) = (0, 0);
+    let tick = agent::TICK.as_nanos() as u64;
+    let busy = agent::BUSY_FLUSH.as_nanos() as u64;
+    let (mut now, mut next_tick, mut flushed, mut unread) = (0, 0, 0, 0);
     for record in records {
         now = now.max(ts(record));
         pipeline.on_record(record, now);
-        if now >= next_flush {
+        // As the ring counts it: an 8-byte header, the record padded to 8 bytes.
+        unread += (record.len() as u64).next_multiple_of(8) + 8;
+        let ticked = now >= next_tick;
+        let woken = unread >= RING_WAKEUP_BYTES;
+        if ticked || woken {
+            unread = 0;
+        }
+        if ticked {
+            next_tick = now + tick;
+        }
+        if ticked || (woken && now - flushed >= busy) {
             out(pipeline.ready_spans_at(now, false));
-            next_flush = now + agent::TICK.as_nanos() as u64;
+            flushed = now;
         }
     }
     out(pipeline.ready_spans_at(now, true));

@@ -51,20 +51,20 @@ pub struct RunOptions {
 
 /// How often pending spans are flushed and health is checked.
 /// Also how often the ring is read without a wake-up: the kernel wakes the agent for data
-/// events only when a quarter MiB waits (tracer-ebpf data.rs), so at low rates this bounds
+/// events only when `tracer_common::RING_WAKEUP_BYTES` wait, so at low rates this bounds
 /// their delay. Spans wait a settle window of 500 ms anyway, so they go out 500 to 750 ms
 /// after they were seen. Each tick is a cache-cold wake-up with a ring read and a flush: at
 /// 1k req/s the agent took 60.0 ms of CPU per 10k requests with 100 ms ticks and 44.9 with
 /// 250 ms ticks, medians of 3 (BENCHMARKS.md, section 11). Busy, the agent flushes more
 /// often: see `BUSY_FLUSH`.
 pub const TICK: Duration = Duration::from_millis(250);
-/// When the ring wakes the agent (a quarter MiB of events waits), it also flushes if the
-/// last flush is this old. A flush hands its spans to the export queues at once, and at
-/// saturation a tick's worth (about 17k spans in 250 ms) overflowed their 8,192 places:
-/// half the spans were dropped. Flushing on wake-ups after 100 ms still dropped 18k-47k per
+/// When the ring wakes the agent (`RING_WAKEUP_BYTES` of events wait), it also flushes if
+/// the last flush is this old. A flush hands its spans to the export queues at once, and at
+/// saturation a tick's worth (250 ms at the 63k-81k req/s traced then: 16k-20k spans)
+/// overflowed their 8,192 places: half the spans were dropped. Flushing on wake-ups after 100 ms still dropped 18k-47k per
 /// 5 s round, after 50 ms 3k-16k; 100 ms ticks alone dropped 0-11k (BENCHMARKS.md,
 /// section 11).
-const BUSY_FLUSH: Duration = Duration::from_millis(50);
+pub const BUSY_FLUSH: Duration = Duration::from_millis(50);
 /// Ring records processed before yielding to the other tasks.
 const BATCH: usize = 4096;
 /// Time allowed to deliver pending spans at shutdown.

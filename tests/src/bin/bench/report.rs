@@ -199,9 +199,10 @@ pub fn write(path: &Path, r: &Report) -> Result<()> {
         "criterion (`cargo bench -p tracer --bench pipeline`): recorded capture events \
          (`tests/data/captures/http1_nginx.rec`, nginx under wrk) replayed through decoding, \
          connections, HTTP/1 parsing, stitching and sampling, then OTLP protobuf encoding. \
-         The replay runs on the recording's clock and flushes once per agent tick (250 ms) \
-         of it, as the agent does (500-750 ms of traffic pending); `all` encodes each \
-         flush's spans.\n"
+         The replay runs on the recording's clock and flushes when the agent would: on its \
+         250 ms tick, and on a ring wake-up (a quarter MiB of records, about every 53 ms of \
+         this recording) 50 ms or more after the last flush; `all` encodes each flush's \
+         spans.\n"
     )?;
     writeln!(w, "| stage | HTTP/1 transactions per second |\n|---|---|")?;
     for p in r.pipeline {
